@@ -1,0 +1,914 @@
+"""The mock Splash node: Splash's HTTP API without a browser.
+
+Why a mock: a real Splash node needs Qt, Xvfb and 370 MB per process and
+renders in milliseconds to seconds; a balancer's tests need many nodes that
+start in a tenth of a second, answer deterministically, and fail on command in
+each way a real node (or the proxy in front of it) fails.
+
+What is faithful to Splash 3.5 (``splash/resources.py``, ``render_options.py``):
+
+* the endpoints, GET query arguments or a JSON POST body (query arguments
+  first, the JSON object on top; ``application/javascript`` bodies become
+  ``js_source``), 415 for other content types;
+* the JSON error format ``{"error", "type", "description", "info"}`` with the
+  descriptions taken from the exception docstrings, and the argument checks
+  (``timeout`` within ``0..max_timeout``, ``wait`` within ``0..timeout``, 0/1
+  flags, ``engine``);
+* ``--slots`` renders at once, the rest in an unbounded FIFO queue, no 503;
+  the global timeout starts when the request arrives, so a request can time out
+  in the queue. As in Splash, the timer is ``timeout + wait`` seconds and the
+  504's ``info.timeout`` is ``timeout``;
+* a client that disconnects cancels its render and frees its slot.
+
+What is not: pages are not fetched and Lua is not run. A render takes
+``latency + wait`` seconds and returns fixed content naming the url and the
+node; ``/execute`` and ``/run`` return a JSON summary instead of running the
+script. A url whose host ends in ``.invalid`` fails as an unresolvable host
+does (502 RenderError, Network error 3) on every endpoint.
+
+Fault injection (the ``/fault`` control call) is described in
+:data:`FAULT_MODES` and in the package docstring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import errno
+import html
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from ._http import Connection, HttpApp, Request, Response
+
+__all__ = ["FAULT_MODES", "RENDER_ENDPOINTS", "MockSplashServer"]
+
+RENDER_ENDPOINTS = (
+    "/render.html",
+    "/render.png",
+    "/render.jpeg",
+    "/render.json",
+    "/render.har",
+    "/execute",
+    "/run",
+)
+
+#: Every mode ``/fault`` accepts, with what it does.
+FAULT_MODES: dict[str, str] = {
+    "none": "normal service; re-opens the render port after refuse",
+    "clear": "same as none",
+    "latency": "renders take `latency` seconds (param) instead of the node's latency",
+    "504": "renders answer 504 GlobalTimeoutError after the render time",
+    "render-error": "renders answer 502 RenderError (info type HTTP, code 500)",
+    "internal-error": "renders answer 500 InternalError",
+    "internal-error-502": "renders answer 502 InternalError",
+    "proxy-502": "renders answer 502 with an HTML body, as a proxy in front does",
+    "refuse": "the render port stops listening; its connections are closed",
+    "die": "in-flight and new render requests: connection closed, no answer",
+    "hang": "every request on the render port is read and never answered",
+    "invalid-http": "renders get garbage bytes instead of HTTP, then a close",
+    "truncate": "renders get headers with Content-Length 10000, part of the body, a close",
+    "restart": "close everything, listen again after `downtime` seconds (default 0.5)",
+}
+
+# Faults applied when a render request arrives, before its arguments are read.
+_CONNECTION_FAULTS = frozenset({"die", "hang", "invalid-http"})
+# Faults applied to a valid render request: it takes a slot and its render
+# time, then fails this way (so they respect slots and the queue).
+_RENDER_FAULTS = frozenset(
+    {"latency", "504", "render-error", "internal-error", "internal-error-502", "proxy-502", "truncate"}
+)
+
+_DEFAULT_TIMEOUT = 30.0
+_LOG_SIZE = 1000
+_DEFAULT_GARBAGE = b"HTTP/1.1 abc garbage\r\n\r\n"
+_TRUNCATED_LENGTH = 10000
+
+# A 1x1 grey PNG and a 1x1 grey baseline JPEG (checked with djpeg): constant
+# bytes, so tests can compare them.
+PNG_BYTES = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR42mP4DwABAQEAHLCMmQAAAABJRU5ErkJggg=="
+)
+JPEG_BYTES = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB"
+    "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQH/wAALCAABAAEBAREA/8QAFAABAAAAAAAAAAAAAAAAAAAAAP/EABQQAQAA"
+    "AAAAAAAAAAAAAAAAAAD/2gAIAQEAAD8AP//Z"
+)
+_PROXY_502_BODY = (
+    b"<html><body><h1>502 Bad Gateway</h1>\n"
+    b"The server returned an invalid or incomplete response.\n</body></html>\n"
+)
+_NOT_FOUND_BODY = (
+    b"<html><head><title>404 - No Such Resource</title></head>"
+    b"<body><h1>No Such Resource</h1><p>No such child resource.</p></body></html>"
+)
+_HTML = "text/html; charset=utf-8"
+_JSON = "application/json"
+
+
+class _BadOption(Exception):
+    """Splash's BadOption: its ``info`` goes into the 400 answer."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        super().__init__(info)
+        self.info = info
+
+
+def _error(status: int, type_: str, description: str, info: Any) -> Response:
+    body = {"error": status, "type": type_, "description": description, "info": info}
+    return Response(status, json.dumps(body).encode(), _JSON)
+
+
+def _bad_option(info: dict[str, Any]) -> Response:
+    return _error(400, "BadOption", "Incorrect HTTP API arguments", info)
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(status, json.dumps(data).encode(), _JSON)
+
+
+def _maxrss_kb() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss // 1024 if sys.platform == "darwin" else rss
+
+
+def _num_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+class _Stats:
+    """Counters of the render port, since start or the last reset."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.by_endpoint: collections.Counter[str] = collections.Counter()
+        self.pings = 0
+        self.in_progress = 0
+        self.max_in_progress = 0
+        self.max_active = 0
+        self.completed = 0
+        self.cancelled = 0
+        self.dropped = 0
+        self.statuses: collections.Counter[str] = collections.Counter()
+        self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=_LOG_SIZE)
+
+    def reset(self, in_progress: int, active: int) -> None:
+        """Zero the counters; keep the live gauges (and start their maxima there)."""
+        self.__init__()  # type: ignore[misc]
+        self.in_progress = self.max_in_progress = in_progress
+        self.max_active = active
+
+
+class _Job:
+    """One render request from arrival to answer."""
+
+    __slots__ = (
+        "args",
+        "conn",
+        "endpoint",
+        "entry",
+        "fault",
+        "fault_params",
+        "render_time",
+        "rendering",
+        "task",
+        "timed_out",
+        "timeout",
+        "timer",
+        "url",
+    )
+
+    def __init__(self, conn: Connection, endpoint: str, entry: dict[str, Any]) -> None:
+        self.conn = conn
+        self.endpoint = endpoint
+        self.entry = entry
+        self.args: dict[str, Any] = {}
+        self.url: str = ""
+        self.timeout = _DEFAULT_TIMEOUT
+        self.render_time = 0.0
+        self.fault: str | None = None
+        self.fault_params: dict[str, Any] = {}
+        self.rendering = False
+        self.timed_out = False
+        self.task: asyncio.Task[Response | None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _RenderApp(HttpApp):
+    def __init__(self, node: MockSplashServer) -> None:
+        super().__init__((("X-Mock-Splash-Node", node.name),))
+        self.node = node
+
+    def handle(self, conn: Connection, request: Request) -> Response | asyncio.Future[Response | None] | None:
+        return self.node._handle_render_port(conn, request)
+
+
+class _ControlApp(HttpApp):
+    def __init__(self, node: MockSplashServer) -> None:
+        super().__init__()
+        self.node = node
+
+    def handle(self, conn: Connection, request: Request) -> Response | asyncio.Future[Response | None] | None:
+        return self.node._handle_control(request)
+
+
+class MockSplashServer:
+    """A mock Splash node in the running asyncio loop: render port + control port.
+
+    Use ``await start()`` / ``await close()``; :class:`MockSplashNode` runs one
+    in a subprocess instead, which is what tests that kill nodes need.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "mock-splash",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        control_port: int = 0,
+        slots: int = 20,
+        max_timeout: float = 90.0,
+        latency: float = 0.0,
+        bind_retry: float = 2.0,
+    ) -> None:
+        if not name or not name.isprintable() or not name.isascii():
+            raise ValueError(f"name must be printable ASCII, got {name!r}")
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        if max_timeout <= 0:
+            raise ValueError(f"max_timeout must be > 0, got {max_timeout}")
+        if latency < 0:
+            raise ValueError(f"latency must be >= 0, got {latency}")
+        self.name = name
+        self.host = host
+        self.slots = slots
+        self.max_timeout = float(max_timeout)
+        self.latency = float(latency)
+        self._port = port
+        self._control_port = control_port
+        self._bind_retry = bind_retry
+        self._render_app = _RenderApp(self)
+        self._control_app = _ControlApp(self)
+        self._render_server: asyncio.Server | None = None
+        self._control_server: asyncio.Server | None = None
+        self._reopen_task: asyncio.Task[None] | None = None
+        self._stats = _Stats()
+        self._jobs: set[_Job] = set()
+        self._active = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._fault = "none"
+        self._fault_params: dict[str, Any] = {}
+        self._fault_left: int | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The render port (the one a balancer sends to)."""
+        return self._port
+
+    @property
+    def control_port(self) -> int:
+        """The control port (stats and faults)."""
+        return self._control_port
+
+    async def start(self) -> None:
+        """Listen on both ports; ports given as 0 become the ephemeral ones chosen."""
+        self._render_server = await self._listen(self._render_app, self._port)
+        self._port = self._render_server.sockets[0].getsockname()[1]
+        try:
+            self._control_server = await self._listen(self._control_app, self._control_port)
+        except BaseException:
+            self._render_server.close()
+            raise
+        self._control_port = self._control_server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening, drop every connection and cancel every render."""
+        if self._reopen_task is not None:
+            self._reopen_task.cancel()
+        for server in (self._render_server, self._control_server):
+            if server is not None:
+                server.close()
+        self._render_server = self._control_server = None
+        for app in (self._render_app, self._control_app):
+            for conn in list(app.connections):
+                conn.drop("shutdown")
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.sleep(0)
+
+    async def _listen(self, app: HttpApp, port: int) -> asyncio.Server:
+        """Bind with SO_REUSEADDR, retrying a busy fixed port for a moment.
+
+        The retry covers a restart on the same port while the old process's
+        socket is still being torn down.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._bind_retry
+        while True:
+            try:
+                return await loop.create_server(
+                    app.protocol, self.host, port, reuse_address=True, backlog=1024
+                )
+            except OSError as exc:
+                if port == 0 or exc.errno != errno.EADDRINUSE or loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    def _close_render_port(self, reason: str) -> None:
+        if self._render_server is not None:
+            self._render_server.close()
+            self._render_server = None
+        for conn in list(self._render_app.connections):
+            conn.drop(reason)
+
+    async def _open_render_port(self) -> None:
+        if self._render_server is None:
+            self._render_server = await self._listen(self._render_app, self._port)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -- faults --------------------------------------------------------------
+
+    async def set_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Apply a fault given as the JSON of ``POST /fault``; ValueError if invalid."""
+        spec = dict(spec)
+        mode = spec.pop("mode", None)
+        count = spec.pop("count", None)
+        if mode not in FAULT_MODES:
+            raise ValueError(f"unknown fault mode {mode!r}; modes: {', '.join(FAULT_MODES)}")
+        if count is not None and (type(count) is not int or count < 1):
+            raise ValueError(f"count must be a positive integer or null, got {count!r}")
+        for key in ("latency", "downtime"):
+            value = spec.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+        if mode == "latency" and spec.get("latency") is None:
+            raise ValueError("mode latency needs a `latency` parameter (seconds)")
+        if "garbage" in spec and not isinstance(spec["garbage"], str):
+            raise ValueError("garbage must be a string")
+        if mode == "clear":
+            mode = "none"
+
+        previous = self._fault
+        self._fault, self._fault_params, self._fault_left = mode, spec, count
+        if mode == "none":
+            self._fault_params, self._fault_left = {}, None
+
+        if mode == "refuse":
+            if self._reopen_task is not None:
+                self._reopen_task.cancel()
+                self._reopen_task = None
+            self._close_render_port("refuse")
+        elif mode == "restart":
+            self._fault, self._fault_params, self._fault_left = "none", {}, None
+            self._close_render_port("restart")
+            if self._reopen_task is not None:
+                self._reopen_task.cancel()
+            self._reopen_task = self._spawn(self._reopen_after(float(spec.get("downtime", 0.5))))
+        else:
+            if mode == "die" and count is None:
+                for job in list(self._jobs):
+                    job.conn.drop("die")
+            restarting = self._reopen_task is not None and not self._reopen_task.done()
+            if previous == "refuse" or (mode == "none" and restarting):
+                if self._reopen_task is not None:
+                    self._reopen_task.cancel()
+                    self._reopen_task = None
+                await self._open_render_port()
+        return self.fault_info()
+
+    async def _reopen_after(self, downtime: float) -> None:
+        await asyncio.sleep(downtime)
+        await self._open_render_port()
+        self._reopen_task = None
+
+    def fault_info(self) -> dict[str, Any]:
+        """The current fault: mode, renders left (None: until changed), params."""
+        return {"mode": self._fault, "count_left": self._fault_left, "params": dict(self._fault_params)}
+
+    def _take_fault(self, kinds: frozenset[str]) -> tuple[str, dict[str, Any]] | None:
+        """The fault for this render request if it is of ``kinds``; counts it down."""
+        mode = self._fault
+        if mode not in kinds:
+            return None
+        params = self._fault_params
+        if self._fault_left is not None:
+            self._fault_left -= 1
+            if self._fault_left <= 0:
+                self._fault, self._fault_params, self._fault_left = "none", {}, None
+        return mode, params
+
+    # -- stats ---------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The ``GET /stats`` document (see the package docstring)."""
+        s = self._stats
+        return {
+            "name": self.name,
+            "port": self._port,
+            "listening": self._render_server is not None,
+            "slots": self.slots,
+            "latency": self.latency,
+            "requests": s.requests,
+            "by_endpoint": dict(s.by_endpoint),
+            "pings": s.pings,
+            "in_progress": s.in_progress,
+            "max_in_progress": s.max_in_progress,
+            "active": self._active,
+            "max_active": s.max_active,
+            "queued": len(self._waiters),
+            "completed": s.completed,
+            "cancelled": s.cancelled,
+            "dropped": s.dropped,
+            "statuses": dict(s.statuses),
+            "log": list(s.log),
+            "fault": self._fault,
+            "fault_detail": self.fault_info(),
+        }
+
+    def reset_stats(self) -> None:
+        """Zero the counters (not the fault, not what is in progress)."""
+        self._stats.reset(len(self._jobs), self._active)
+
+    # -- control port ----------------------------------------------------------
+
+    def _handle_control(self, request: Request) -> Response | asyncio.Future[Response | None]:
+        route = (request.method, request.path)
+        if route == ("GET", "/stats"):
+            return _json(self.stats())
+        if route == ("POST", "/reset"):
+            self.reset_stats()
+            return _json({"status": "ok"})
+        if route == ("GET", "/fault"):
+            return _json(self.fault_info())
+        if route == ("POST", "/fault"):
+            try:
+                spec = json.loads(request.body or b"{}")
+            except ValueError as exc:
+                return _json({"error": f"invalid JSON: {exc}"}, 400)
+            if not isinstance(spec, dict):
+                return _json({"error": "the body must be a JSON object"}, 400)
+            return self._spawn(self._control_fault(spec))
+        if request.path in ("/stats", "/reset", "/fault"):
+            return _json({"error": "method not allowed"}, 405)
+        return _json({"error": "not found", "endpoints": ["GET /stats", "POST /reset", "GET|POST /fault"]}, 404)
+
+    async def _control_fault(self, spec: dict[str, Any]) -> Response:
+        try:
+            info = await self.set_fault(spec)
+        except ValueError as exc:
+            return _json({"error": str(exc), "modes": list(FAULT_MODES)}, 400)
+        except OSError as exc:
+            return _json({"error": f"cannot re-open the render port: {exc}"}, 500)
+        return _json({"status": "ok", "fault": info})
+
+    # -- render port -----------------------------------------------------------
+
+    def _handle_render_port(
+        self, conn: Connection, request: Request
+    ) -> Response | asyncio.Future[Response | None] | None:
+        path = request.path
+        if path in RENDER_ENDPOINTS:
+            return self._handle_render(conn, request, path)
+        if self._fault == "hang":
+            conn.hang()
+            return None
+        if path == "/_ping":
+            return self._handle_ping(conn, request)
+        if path == "/_debug":
+            if request.method != "GET":
+                return Response(405, b"Method Not Allowed\n", "text/plain", (("Allow", "GET"),))
+            return _json(
+                {
+                    "active": [job.url for job in self._jobs if job.rendering],
+                    "qsize": len(self._waiters),
+                    "maxrss": _maxrss_kb(),
+                    "fds": _num_fds(),
+                    "argcache": 0,
+                    "leaks": {},
+                }
+            )
+        if path == "/" and request.method == "GET":
+            body = f"<html><head><title>Splash (mock) {html.escape(self.name)}</title></head><body></body></html>"
+            return Response(200, body.encode(), _HTML)
+        return Response(404, _NOT_FOUND_BODY, _HTML)
+
+    def _handle_ping(self, conn: Connection, request: Request) -> Response | asyncio.Future[Response | None] | None:
+        self._stats.pings += 1
+        if request.method != "GET":
+            return Response(405, b"Method Not Allowed\n", "text/plain", (("Allow", "GET"),))
+        answer = _json({"status": "ok", "maxrss": _maxrss_kb() * 1024})
+        mode = self._fault
+        if not self._fault_params.get("ping") or mode not in _CONNECTION_FAULTS | _RENDER_FAULTS:
+            return answer
+        if mode == "hang":
+            conn.hang()
+            return None
+        if mode == "latency":
+
+            async def later() -> Response:
+                await asyncio.sleep(float(self._fault_params["latency"]))
+                return answer
+
+            return self._spawn(later())
+        return self._fault_answer(mode, self._fault_params, "", _DEFAULT_TIMEOUT, "/_ping")
+
+    def _handle_render(self, conn: Connection, request: Request, endpoint: str) -> Response | asyncio.Future[Response | None] | None:
+        stats = self._stats
+        stats.requests += 1
+        stats.by_endpoint[endpoint] += 1
+        entry: dict[str, Any] = {"endpoint": endpoint, "url": None, "status": None, "method": request.method}
+        stats.log.append(entry)
+        job = _Job(conn, endpoint, entry)
+
+        parsed = self._parse_args(request)
+        if isinstance(parsed, dict):
+            url = parsed.get("url")
+            entry["url"] = url if isinstance(url, str) else None
+
+        taken = self._take_fault(_CONNECTION_FAULTS)
+        if taken is not None:
+            mode, params = taken
+            stats.dropped += 1
+            entry["status"] = mode
+            if mode == "hang":
+                conn.hang()
+                return None
+            if mode == "die":
+                conn.drop("die")
+                return None
+            return Response(raw=str(params.get("garbage", "")).encode() or _DEFAULT_GARBAGE)
+
+        stats.in_progress += 1
+        stats.max_in_progress = max(stats.max_in_progress, stats.in_progress)
+        if isinstance(parsed, Response):
+            return self._answer(job, parsed)
+        try:
+            self._validate(job, parsed)
+        except _BadOption as exc:
+            return self._answer(job, _bad_option(exc.info))
+
+        taken = self._take_fault(_RENDER_FAULTS)
+        latency = self.latency
+        if taken is not None:
+            job.fault, job.fault_params = taken
+            if job.fault == "latency":
+                latency = float(job.fault_params["latency"])
+        job.render_time = latency + float(job.args.get("wait") or 0.0)
+
+        if job.render_time <= 0 and self._active < self.slots and not self._waiters:
+            # Fast path: nothing to wait for, answer without a task.
+            self._active += 1
+            stats.max_active = max(stats.max_active, self._active)
+            self._active -= 1
+            return self._answer(job, self._result(job))
+
+        loop = asyncio.get_running_loop()
+        self._jobs.add(job)
+        job.task = loop.create_task(self._render(job))
+        deadline = job.timeout + float(job.args.get("wait") or 0.0)
+        job.timer = loop.call_later(deadline, self._expire, job)
+        return job.task
+
+    def _expire(self, job: _Job) -> None:
+        job.timed_out = True
+        if job.task is not None:
+            job.task.cancel()
+
+    async def _render(self, job: _Job) -> Response | None:
+        try:
+            await self._acquire()
+            try:
+                job.rendering = True
+                if job.render_time > 0:
+                    await asyncio.sleep(job.render_time)
+            finally:
+                job.rendering = False
+                self._release()
+        except asyncio.CancelledError:
+            if not job.timed_out or job.conn.closed:
+                self._end_unanswered(job)
+                raise
+            response = _error(504, "GlobalTimeoutError", "Timeout exceeded rendering page", {"timeout": job.timeout})
+        else:
+            response = self._result(job)
+        finally:
+            if job.timer is not None:
+                job.timer.cancel()
+        return self._answer(job, response)
+
+    async def _acquire(self) -> None:
+        """Take a render slot, waiting in FIFO order behind earlier requests."""
+        if self._active < self.slots and not self._waiters:
+            self._active += 1
+            self._stats.max_active = max(self._stats.max_active, self._active)
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # the slot came just as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        """Hand the slot to the first waiter, or give it back."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._active -= 1
+
+    def _answer(self, job: _Job, response: Response) -> Response:
+        """Account for an answer being sent (or a broken one, for faults)."""
+        stats = self._stats
+        self._jobs.discard(job)
+        stats.in_progress -= 1
+        if response.raw is not None:
+            stats.dropped += 1
+            job.entry["status"] = job.fault or "fault"
+        else:
+            stats.completed += 1
+            stats.statuses[str(response.status)] += 1
+            job.entry["status"] = response.status
+        return response
+
+    def _end_unanswered(self, job: _Job) -> None:
+        """Account for a render ended without an answer."""
+        stats = self._stats
+        self._jobs.discard(job)
+        stats.in_progress -= 1
+        reason = job.conn.drop_reason
+        if reason is None:  # the client went away
+            stats.cancelled += 1
+            job.entry["status"] = "cancelled"
+        else:
+            stats.dropped += 1
+            job.entry["status"] = reason
+
+    # -- arguments -------------------------------------------------------------
+
+    def _parse_args(self, request: Request) -> dict[str, Any] | Response:
+        """Arguments as Splash reads them: query first, a JSON body on top."""
+        args: dict[str, Any] = {}
+        if request.query:
+            for key, value in parse_qsl(request.query, keep_blank_values=True):
+                args.setdefault(key, value)
+        if request.method == "GET":
+            return args
+        if request.method != "POST":
+            return Response(405, b"Method Not Allowed\n", "text/plain", (("Allow", "GET, POST"),))
+        content_type = request.headers.get("content-type", "")
+        supported = ["application/javascript", "application/json"]
+        if not any(ct in content_type for ct in supported):
+            return _error(
+                415,
+                "UnsupportedContentType",
+                "Request Content-Type is not supported",
+                {"supported": supported, "received": request.headers.get("content-type")},
+            )
+        try:
+            text = request.body.decode("utf-8")
+            if "application/json" in content_type:
+                data = json.loads(text)
+                if not isinstance(data, dict):
+                    raise ValueError("the JSON body must be an object")
+                args.update(data)
+            if "application/javascript" in content_type:
+                args["js_source"] = text
+        except ValueError as exc:  # includes UnicodeDecodeError and JSONDecodeError
+            return _bad_option({"type": "invalid_json", "description": "Can't decode JSON", "message": str(exc)})
+        return args
+
+    def _validate(self, job: _Job, args: dict[str, Any]) -> None:
+        """Splash's argument checks, in Splash's order; raises _BadOption."""
+        job.args = args
+        timeout = _number(args, "timeout", min(self.max_timeout, _DEFAULT_TIMEOUT), 0.0, self.max_timeout)
+        job.timeout = timeout
+        _number(args, "wait", 0.0, 0.0, timeout)
+        engine = args.get("engine") or "webkit"
+        if engine not in ("webkit", "chromium"):
+            _raise(
+                "engine",
+                f"Unknown render engine {engine}",
+            )
+        if engine == "chromium" and job.endpoint not in ("/render.html", "/render.png"):
+            _raise(
+                "engine",
+                f"Render engine chromium does not support {job.endpoint}",
+                supported=["/render.html", "/render.png"],
+            )
+        if job.endpoint in ("/execute", "/run"):
+            source = args.get("lua_source")
+            if source is None or source == "":
+                _raise("lua_source", "Required argument is missing: lua_source", type_="argument_required")
+            url = args.get("url")
+            job.url = url if isinstance(url, str) and url else "about:blank"
+        else:
+            url = args.get("url")
+            if url is None or url == "":
+                _raise("url", "Required argument is missing: url", type_="argument_required")
+            if not isinstance(url, str):
+                _raise("url", "Argument 'url' has a wrong type", required_type="str")
+            job.url = url
+        if job.endpoint == "/render.json":
+            for flag in ("html", "png", "jpeg", "har", "iframes", "script", "console", "history"):
+                _flag(args, flag)
+
+    # -- results ---------------------------------------------------------------
+
+    def _result(self, job: _Job) -> Response:
+        """What a finished render answers: its fault, a page error, or content."""
+        if job.fault is not None and job.fault != "latency":
+            return self._fault_answer(job.fault, job.fault_params, job.url, job.timeout, job.endpoint)
+        host = urlsplit(job.url).hostname or ""
+        if host == "invalid" or host.endswith(".invalid"):
+            return _error(
+                502,
+                "RenderError",
+                "Error rendering page",
+                {"type": "Network", "code": 3, "text": f"Host {host} not found", "url": job.url},
+            )
+        return self._content(job)
+
+    def _fault_answer(
+        self, mode: str, params: dict[str, Any], url: str, timeout: float, endpoint: str
+    ) -> Response:
+        if mode == "504":
+            return _error(504, "GlobalTimeoutError", "Timeout exceeded rendering page", {"timeout": timeout})
+        if mode == "render-error":
+            info = {"type": "HTTP", "code": 500, "text": "Internal Server Error", "url": url}
+            return _error(502, "RenderError", "Error rendering page", info)
+        if mode == "internal-error":
+            return _error(500, "InternalError", "Unhandled internal error", "mock fault: internal-error")
+        if mode == "internal-error-502":
+            return _error(502, "InternalError", "Unhandled internal error", "mock fault: internal-error-502")
+        if mode == "proxy-502":
+            return Response(502, _PROXY_502_BODY, "text/html", close=True)
+        if mode == "die":
+            return Response(raw=b"")
+        if mode == "invalid-http":
+            return Response(raw=str(params.get("garbage", "")).encode() or _DEFAULT_GARBAGE)
+        if mode == "truncate":
+            body = self._page(url or endpoint).encode()[:100]
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Type: {_HTML}\r\nContent-Length: {_TRUNCATED_LENGTH}\r\n"
+                f"X-Mock-Splash-Node: {self.name}\r\n\r\n"
+            )
+            return Response(raw=head.encode("latin-1") + body)
+        raise AssertionError(f"no answer for fault {mode}")
+
+    def _page(self, url: str) -> str:
+        e_url, e_name = html.escape(url), html.escape(self.name)
+        return (
+            f"<html><head><title>Rendered {e_url}</title></head><body>"
+            f'<div id="node">{e_name}</div><div id="url">{e_url}</div>'
+            '<div id="rendered">rendered by mock splash</div></body></html>'
+        )
+
+    def _har(self, url: str, page: str) -> dict[str, Any]:
+        started = "1970-01-01T00:00:00.000Z"
+        entry = {
+            "pageref": "1",
+            "startedDateTime": started,
+            "time": 0,
+            "request": {
+                "method": "GET",
+                "url": url,
+                "httpVersion": "HTTP/1.1",
+                "cookies": [],
+                "headers": [],
+                "queryString": [],
+                "headersSize": -1,
+                "bodySize": -1,
+            },
+            "response": {
+                "status": 200,
+                "statusText": "OK",
+                "httpVersion": "HTTP/1.1",
+                "cookies": [],
+                "headers": [{"name": "Content-Type", "value": _HTML}],
+                "content": {"size": len(page), "mimeType": _HTML},
+                "redirectURL": "",
+                "headersSize": -1,
+                "bodySize": len(page),
+            },
+            "cache": {},
+            "timings": {"blocked": 0, "dns": 0, "connect": 0, "send": 0, "wait": 0, "receive": 0},
+        }
+        return {
+            "log": {
+                "version": "1.2",
+                "creator": {"name": "mock-splash", "version": "1.0"},
+                "browser": {"name": "mock-splash", "version": "1.0"},
+                "pages": [
+                    {
+                        "id": "1",
+                        "title": f"Rendered {url}",
+                        "startedDateTime": started,
+                        "pageTimings": {"onContentLoad": 0, "onLoad": 0},
+                    }
+                ],
+                "entries": [entry],
+            }
+        }
+
+    def _content(self, job: _Job) -> Response:
+        endpoint, url, args = job.endpoint, job.url, job.args
+        if endpoint == "/render.html":
+            return Response(200, self._page(url).encode(), _HTML)
+        if endpoint == "/render.png":
+            return Response(200, PNG_BYTES, "image/png")
+        if endpoint == "/render.jpeg":
+            return Response(200, JPEG_BYTES, "image/jpeg")
+        page = self._page(url)
+        if endpoint == "/render.har":
+            return _json(self._har(url, page))
+        if endpoint == "/render.json":
+            data: dict[str, Any] = {
+                "url": url,
+                "requestedUrl": url,
+                "geometry": [0, 0, 1024, 768],
+                "title": f"Rendered {url}",
+                "node": self.name,
+            }
+            if _flag(args, "html"):
+                data["html"] = page
+            if _flag(args, "png"):
+                data["png"] = base64.b64encode(PNG_BYTES).decode()
+            if _flag(args, "jpeg"):
+                data["jpeg"] = base64.b64encode(JPEG_BYTES).decode()
+            if _flag(args, "har"):
+                data["har"] = self._har(url, page)
+            return _json(data)
+        # /execute and /run: the mock cannot run Lua, so it reports what it got.
+        source = args.get("lua_source")
+        cookies = args.get("cookies")
+        return _json(
+            {
+                "url": url,
+                "html": page,
+                "node": self.name,
+                "cookies": cookies if cookies is not None else [],
+                "lua_source_length": len(source) if isinstance(source, str) else 0,
+            }
+        )
+
+
+def _raise(argument: str, description: str, type_: str = "bad_argument", **extra: Any) -> None:
+    raise _BadOption({"type": type_, "argument": argument, "description": description, **extra})
+
+
+def _number(args: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+    """A float argument checked as Splash's ``RenderOptions.get`` does."""
+    value = args.get(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        _raise(name, f"Argument {name!r} has a wrong type", required_type="float")
+    if not low <= number <= high:
+        _raise(name, "Argument is out of the allowed range", min=low, max=high, value=number)
+    return number
+
+
+def _flag(args: dict[str, Any], name: str) -> int:
+    """A 0/1 argument (``html=1``); Splash parses these as ints in 0..1."""
+    value = args.get(name)
+    if value is None:
+        return 0
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        _raise(name, f"Argument {name!r} has a wrong type", required_type="int")
+    if not 0 <= number <= 1:
+        _raise(name, "Argument is out of the allowed range", min=0, max=1, value=number)
+    return number
+
+
+def _unused(_: Callable[..., Any]) -> None:  # pragma: no cover - keeps time import honest
+    time.monotonic()

@@ -1,0 +1,250 @@
+//! `SplashCluster`, the asyncio face of the core cluster.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+use crate::core::cluster::{Cluster, ClusterResponse};
+use crate::core::config::ClusterOptions;
+use crate::core::http::HttpTransport;
+use crate::core::selection::LeastConn;
+use crate::core::transport::NodeRequest;
+
+use super::config::{node_options, non_negative_int, positive_int, seconds, value_error};
+use super::errors::to_py_err;
+use super::logging::refresh_log_levels;
+use super::snapshot::{attempts_to_py, NodeSnapshot};
+
+/// A node's answer to a cluster request.
+#[pyclass(frozen, module = "scrapy_splash_cluster._core")]
+pub struct Response {
+    inner: ClusterResponse,
+}
+
+#[pymethods]
+impl Response {
+    /// HTTP status.
+    #[getter]
+    fn status(&self) -> u16 {
+        self.inner.response.status
+    }
+
+    /// Headers as (name, value) pairs, in order; names in lower case.
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> Vec<(String, Bound<'py, PyBytes>)> {
+        self.inner
+            .response
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), PyBytes::new(py, v)))
+            .collect()
+    }
+
+    /// The body.
+    #[getter]
+    fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.response.body)
+    }
+
+    /// The node that answered (password masked).
+    #[getter]
+    fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// (node, outcome, seconds) per attempt, the last being this answer.
+    #[getter]
+    fn attempts(&self) -> Vec<(String, String, f64)> {
+        attempts_to_py(&self.inner.attempts)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<Response {} from {} after {} attempt(s)>",
+            self.inner.response.status,
+            self.inner.node,
+            self.inner.attempts.len()
+        )
+    }
+}
+
+/// A cluster of Splash nodes behind one balancer.
+#[pyclass(frozen, module = "scrapy_splash_cluster._core")]
+pub struct SplashCluster {
+    cluster: Arc<Cluster<HttpTransport>>,
+}
+
+fn header_value(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(s.to_str()?.as_bytes().to_vec());
+    }
+    if let Ok(b) = value.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    Err(PyValueError::new_err(format!(
+        "invalid headers: the value of {name:?} is a {}; expected str or bytes",
+        value.get_type().name()?
+    )))
+}
+
+fn headers_from_py(headers: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, Vec<u8>)>> {
+    let Some(headers) = headers else {
+        return Ok(Vec::new());
+    };
+    let pairs = match headers.cast::<PyDict>() {
+        Ok(dict) => dict.items().into_any(),
+        Err(_) => headers.clone(),
+    };
+    let mut out = Vec::new();
+    for pair in pairs.try_iter()? {
+        let (name, value): (String, Bound<'_, PyAny>) = pair?.extract().map_err(|_| {
+            PyValueError::new_err("invalid headers: expected a dict or (name, value) pairs")
+        })?;
+        let value = header_value(&name, &value)?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl SplashCluster {
+    #[new]
+    #[pyo3(signature = (
+        nodes, *, maxconn=5, weight=1, retries=3, queue_timeout=60.0, health_interval=2.0,
+        health_timeout=1.0, health_path="/_ping".to_owned(), fall=3, rise=2, error_limit=3,
+        connect_timeout=5.0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        nodes: &Bound<'_, PyAny>,
+        maxconn: i64,
+        weight: i64,
+        retries: i64,
+        queue_timeout: f64,
+        health_interval: f64,
+        health_timeout: f64,
+        health_path: String,
+        fall: i64,
+        rise: i64,
+        error_limit: i64,
+        connect_timeout: f64,
+    ) -> PyResult<Self> {
+        if nodes.is_instance_of::<PyString>() {
+            return Err(PyValueError::new_err(
+                "invalid nodes: a single string; expected a list of Splash node URLs, such as [\"http://127.0.0.1:8050\"]",
+            ));
+        }
+        let nodes = nodes
+            .try_iter()
+            .map_err(|_| PyValueError::new_err("invalid nodes: expected a list of Splash node URLs"))?
+            .enumerate()
+            .map(|(i, node)| node_options(i, &node?))
+            .collect::<PyResult<Vec<_>>>()?;
+        let options = ClusterOptions {
+            nodes,
+            maxconn: positive_int("maxconn", maxconn)? as usize,
+            weight: positive_int("weight", weight)? as u32,
+            retries: non_negative_int("retries", retries)?,
+            queue_timeout: seconds("queue_timeout", queue_timeout)?,
+            health_interval: seconds("health_interval", health_interval)?,
+            health_timeout: seconds("health_timeout", health_timeout)?,
+            health_path,
+            fall: positive_int("fall", fall)? as u32,
+            rise: positive_int("rise", rise)? as u32,
+            error_limit: positive_int("error_limit", error_limit)? as u32,
+            connect_timeout: seconds("connect_timeout", connect_timeout)?,
+        };
+        let config = options.validate().map_err(value_error)?;
+        refresh_log_levels();
+        let cluster = py.detach(|| {
+            let transport = HttpTransport::new(config.connect_timeout)
+                .map_err(|e| format!("{e:?}"))?;
+            let _runtime = pyo3_async_runtimes::tokio::get_runtime().enter();
+            Ok::<_, String>(Cluster::start(config, transport, Box::new(LeastConn::new())))
+        });
+        let cluster = cluster.map_err(pyo3::exceptions::PyRuntimeError::new_err)?;
+        Ok(Self {
+            cluster: Arc::new(cluster),
+        })
+    }
+
+    /// Sends a request to the cluster; an awaitable of `Response`.
+    #[pyo3(signature = (method, path, headers=None, body=None, timeout=60.0))]
+    fn request<'py>(
+        &self,
+        py: Python<'py>,
+        method: String,
+        path: String,
+        headers: Option<&Bound<'py, PyAny>>,
+        body: Option<Vec<u8>>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let timeout = seconds("timeout", timeout)?;
+        let request = NodeRequest {
+            method,
+            path,
+            headers: headers_from_py(headers)?,
+            body: body.map(Bytes::from).unwrap_or_default(),
+        };
+        request.validate().map_err(PyValueError::new_err)?;
+        let cluster = Arc::clone(&self.cluster);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            match cluster.request(request, timeout).await {
+                Ok(inner) => Ok(Response { inner }),
+                Err(error) => Err(Python::attach(|py| to_py_err(py, error))),
+            }
+        })
+    }
+
+    /// A snapshot of every node.
+    fn nodes(&self, py: Python<'_>) -> Vec<NodeSnapshot> {
+        let snapshots = py.detach(|| self.cluster.nodes());
+        snapshots.into_iter().map(NodeSnapshot::from).collect()
+    }
+
+    /// The admission queue: {"waiting", "oldest_wait", "waits", "timeouts"}.
+    fn queue<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let q = py.detach(|| self.cluster.queue());
+        let d = PyDict::new(py);
+        d.set_item("waiting", q.waiting)?;
+        d.set_item("oldest_wait", q.oldest_wait.as_secs_f64())?;
+        d.set_item("waits", q.waits)?;
+        d.set_item("timeouts", q.timeouts)?;
+        Ok(d)
+    }
+
+    /// Stops the probes and refuses new requests; with `abort=True`, fails
+    /// the requests under way. Idempotent; an awaitable.
+    #[pyo3(signature = (abort=false))]
+    fn close<'py>(&self, py: Python<'py>, abort: bool) -> PyResult<Bound<'py, PyAny>> {
+        let probes = self.cluster.close(abort);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            for probe in probes {
+                let _ = probe.await;
+            }
+            Ok(())
+        })
+    }
+
+    fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _exc: &Bound<'py, pyo3::types::PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.close(py, false)
+    }
+
+    fn __repr__(&self) -> String {
+        let urls: Vec<String> = self.cluster.nodes().into_iter().map(|n| n.url).collect();
+        format!("<SplashCluster {}>", urls.join(", "))
+    }
+}

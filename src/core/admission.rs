@@ -1,0 +1,173 @@
+//! The admission queue: requests that found every node full (or DOWN) wait
+//! here, first come first served, until a slot frees or a node comes back.
+//!
+//! Splash has no 503: a node past its `--slots` queues renders internally
+//! while their timeout ticks, and answers 504 to the ones that waited too long.
+//! Holding the excess here, where any node can take it, is what keeps an
+//! overloaded cluster from turning its queue into a 504 storm.
+//!
+//! Each waiter carries the nodes its request already tried, so the node that
+//! frees a slot can still prefer untried nodes for it. Any waiter accepts any
+//! free node, so the head of the queue can always be served first: when it
+//! cannot be served, nobody can.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// The nodes a request has already tried, by index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tried(Vec<usize>);
+
+impl Tried {
+    /// Records a node as tried.
+    pub fn insert(&mut self, node: usize) {
+        if !self.0.contains(&node) {
+            self.0.push(node);
+        }
+    }
+
+    /// Whether the node was tried.
+    pub fn contains(&self, node: usize) -> bool {
+        self.0.contains(&node)
+    }
+
+    /// Whether nothing was tried yet (a first attempt).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One request waiting for a node; `T` is what it is handed (a lease).
+#[derive(Debug)]
+pub struct Waiter<T> {
+    /// Identifies the waiter, so that a timed-out or cancelled request can
+    /// take itself out.
+    pub id: u64,
+    /// The nodes its request already tried.
+    pub tried: Tried,
+    /// When it started to wait.
+    pub since: Instant,
+    /// Where its node goes.
+    pub grant: oneshot::Sender<T>,
+}
+
+/// FIFO of waiters, with retries let in at the front: they already waited
+/// their turn once, and their time is running.
+#[derive(Debug)]
+pub struct AdmissionQueue<T> {
+    waiters: VecDeque<Waiter<T>>,
+    next_id: u64,
+}
+
+impl<T> Default for AdmissionQueue<T> {
+    fn default() -> Self {
+        Self {
+            waiters: VecDeque::new(),
+            next_id: 0,
+        }
+    }
+}
+
+impl<T> AdmissionQueue<T> {
+    /// Adds a waiter and returns its id and the receiving end of its grant.
+    pub fn push(&mut self, tried: Tried, retry: bool, now: Instant) -> (u64, oneshot::Receiver<T>) {
+        let (grant, receiver) = oneshot::channel();
+        let id = self.next_id;
+        self.next_id += 1;
+        let waiter = Waiter {
+            id,
+            tried,
+            since: now,
+            grant,
+        };
+        if retry {
+            self.waiters.push_front(waiter);
+        } else {
+            self.waiters.push_back(waiter);
+        }
+        (id, receiver)
+    }
+
+    /// Takes a waiter out; false when it was already granted (or gone).
+    pub fn remove(&mut self, id: u64) -> bool {
+        match self.waiters.iter().position(|w| w.id == id) {
+            Some(i) => {
+                self.waiters.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The waiter to serve next.
+    pub fn front(&self) -> Option<&Waiter<T>> {
+        self.waiters.front()
+    }
+
+    /// Takes the waiter to serve next.
+    pub fn pop_front(&mut self) -> Option<Waiter<T>> {
+        self.waiters.pop_front()
+    }
+
+    /// How many wait.
+    pub fn len(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Whether nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.waiters.is_empty()
+    }
+
+    /// How long the longest waiter has waited.
+    pub fn oldest_wait(&self, now: Instant) -> Duration {
+        self.waiters
+            .iter()
+            .map(|w| now.saturating_duration_since(w.since))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Drops every waiter: their receivers see a closed channel.
+    pub fn clear(&mut self) {
+        self.waiters.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_come_first_served_with_retries_in_front() {
+        let now = Instant::now();
+        let mut q: AdmissionQueue<u8> = AdmissionQueue::default();
+        let (a, _ra) = q.push(Tried::default(), false, now);
+        let (b, _rb) = q.push(Tried::default(), false, now);
+        let (c, _rc) = q.push(Tried::default(), true, now);
+        let order: Vec<u64> = std::iter::from_fn(|| q.pop_front().map(|w| w.id)).collect();
+        assert_eq!(order, vec![c, a, b]);
+    }
+
+    #[test]
+    fn remove_tells_whether_the_waiter_was_still_there() {
+        let now = Instant::now();
+        let mut q: AdmissionQueue<u8> = AdmissionQueue::default();
+        let (a, _ra) = q.push(Tried::default(), false, now);
+        assert!(q.remove(a));
+        assert!(!q.remove(a));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn oldest_wait_is_the_longest() {
+        let start = Instant::now();
+        let mut q: AdmissionQueue<u8> = AdmissionQueue::default();
+        let _a = q.push(Tried::default(), false, start);
+        let _b = q.push(Tried::default(), false, start + Duration::from_secs(3));
+        assert_eq!(q.oldest_wait(start + Duration::from_secs(5)), Duration::from_secs(5));
+    }
+}

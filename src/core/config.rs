@@ -1,0 +1,433 @@
+//! Validated cluster configuration.
+//!
+//! Everything a user can get wrong is checked here, once, when the cluster is
+//! built: an error names the argument, the bad value and what is expected, so
+//! a crawl never starts with a configuration that would fail on its first
+//! request. The names follow HAProxy's (`maxconn`, `inter`, `fall`, `rise`,
+//! `retries`) because that is the vocabulary Splash fleet operators know.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use url::Url;
+
+/// A configuration value that cannot be used, with what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The argument or setting at fault, e.g. `maxconn` or `nodes[1].url`.
+    pub argument: String,
+    /// The value as given (passwords masked).
+    pub value: String,
+    /// What would have been accepted.
+    pub expected: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(argument: impl Into<String>, value: impl fmt::Display, expected: &str) -> Self {
+        Self {
+            argument: argument.into(),
+            value: value.to_string(),
+            expected: expected.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}: {}; expected {}",
+            self.argument, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where a node lives and how to authenticate to it.
+///
+/// The password never leaves this struct except inside the `Authorization`
+/// header sent to this node: `display` is what logs, errors and snapshots show.
+#[derive(Clone)]
+pub struct NodeEndpoint {
+    base: Url,
+    display: String,
+    authorization: Option<String>,
+}
+
+impl NodeEndpoint {
+    /// Parses a Splash node URL: http(s), a host, an optional base path,
+    /// optional `user:pass@` for HTTP basic auth.
+    pub fn parse(argument: &str, raw: &str) -> Result<Self, ConfigError> {
+        let shown = mask_password(raw);
+        let expected = "an http:// or https:// URL of a Splash node, such as http://127.0.0.1:8050";
+        let mut url = Url::parse(raw.trim()).map_err(|e| {
+            ConfigError::new(argument, format!("{shown:?} ({e})"), expected)
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(ConfigError::new(argument, format!("{shown:?}"), expected));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(ConfigError::new(
+                argument,
+                format!("{shown:?}"),
+                "a node URL without a query string or fragment",
+            ));
+        }
+        let authorization = match (url.username(), url.password()) {
+            ("", None) => None,
+            (user, password) => {
+                let user = percent_decode(user);
+                let password = password.map(percent_decode).unwrap_or_default();
+                let token = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}:{password}"));
+                Some(format!("Basic {token}"))
+            }
+        };
+        let user = url.username().to_owned();
+        let has_password = url.password().is_some();
+        // Credentials are kept only as the header; the base URL carries none,
+        // so no code path can print or forward them by accident.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        let mut display = url.as_str().trim_end_matches('/').to_owned();
+        if !user.is_empty() || has_password {
+            let secret = if has_password { ":***" } else { "" };
+            let scheme_end = url.scheme().len() + 3;
+            display.insert_str(scheme_end, &format!("{user}{secret}@"));
+        }
+        Ok(Self {
+            base: url,
+            display,
+            authorization,
+        })
+    }
+
+    /// The URL of `path` (with its query) on this node, below its base path.
+    pub fn url_for(&self, path_and_query: &str) -> String {
+        let base = self.base.as_str().trim_end_matches('/');
+        let rest = path_and_query.trim_start_matches('/');
+        format!("{base}/{rest}")
+    }
+
+    /// The node's URL for people: the password replaced by `***`.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The `Authorization` header value for this node, if it has credentials.
+    pub fn authorization(&self) -> Option<&str> {
+        self.authorization.as_deref()
+    }
+}
+
+impl fmt::Debug for NodeEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Replaces the password of a URL-ish string with `***`, even when the
+/// string does not parse, so that error messages never echo a secret.
+pub fn mask_password(raw: &str) -> String {
+    let Some(scheme_end) = raw.find("://").map(|i| i + 3) else {
+        return raw.to_owned();
+    };
+    let authority_end = raw[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(raw.len(), |i| scheme_end + i);
+    let authority = &raw[scheme_end..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            format!(
+                "{}{}{}",
+                &raw[..scheme_end],
+                masked,
+                &raw[scheme_end + at..]
+            )
+        }
+        None => raw.to_owned(),
+    }
+}
+
+/// One node as the user describes it; unset fields take the cluster default.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// The node's URL.
+    pub url: String,
+    /// Requests in flight at most on this node (Splash's `--slots`).
+    pub maxconn: Option<usize>,
+    /// Share of the load relative to the other nodes.
+    pub weight: Option<u32>,
+}
+
+/// A validated node: where it is and what it can take.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Where the node is.
+    pub endpoint: NodeEndpoint,
+    /// Requests in flight at most.
+    pub maxconn: usize,
+    /// Relative share of the load.
+    pub weight: u32,
+}
+
+/// Cluster-wide options as the user gives them, before validation.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The nodes.
+    pub nodes: Vec<NodeOptions>,
+    /// Default requests in flight at most per node.
+    pub maxconn: usize,
+    /// Default weight per node.
+    pub weight: u32,
+    /// Attempts after the first, for node failures and 504s.
+    pub retries: u32,
+    /// How long a request may wait for a free node.
+    pub queue_timeout: Duration,
+    /// Time between two health probes of a node (HAProxy's `inter`).
+    pub health_interval: Duration,
+    /// How long one probe may take.
+    pub health_timeout: Duration,
+    /// The path probed.
+    pub health_path: String,
+    /// Failed probes in a row that take a node DOWN.
+    pub fall: u32,
+    /// Good probes in a row that bring a node back UP.
+    pub rise: u32,
+    /// Node failures of real requests in a row that take a node DOWN.
+    pub error_limit: u32,
+    /// How long a TCP (and TLS) connect to a node may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            maxconn: 5,
+            weight: 1,
+            retries: 3,
+            queue_timeout: Duration::from_secs(60),
+            health_interval: Duration::from_secs(2),
+            health_timeout: Duration::from_secs(1),
+            health_path: "/_ping".to_owned(),
+            fall: 3,
+            rise: 2,
+            error_limit: 3,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Thresholds of the health state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthThresholds {
+    /// Failed probes in a row before DOWN.
+    pub fall: u32,
+    /// Good probes in a row before UP.
+    pub rise: u32,
+    /// Node failures of real requests in a row before DOWN.
+    pub error_limit: u32,
+}
+
+/// A configuration that has passed validation.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The nodes, in the order given.
+    pub nodes: Vec<NodeSpec>,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// Longest wait for a free node.
+    pub queue_timeout: Duration,
+    /// Time between probes.
+    pub health_interval: Duration,
+    /// Time one probe may take.
+    pub health_timeout: Duration,
+    /// The probed path.
+    pub health_path: String,
+    /// Health thresholds.
+    pub thresholds: HealthThresholds,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+fn positive_duration(argument: &str, value: Duration) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::new(
+            argument,
+            format!("{}", value.as_secs_f64()),
+            "a number of seconds greater than 0",
+        ));
+    }
+    Ok(value)
+}
+
+fn at_least_one(argument: &str, value: u64) -> Result<(), ConfigError> {
+    if value < 1 {
+        return Err(ConfigError::new(argument, value, "an integer >= 1"));
+    }
+    Ok(())
+}
+
+impl ClusterOptions {
+    /// Checks every value and resolves per-node defaults.
+    pub fn validate(self) -> Result<ClusterConfig, ConfigError> {
+        if self.nodes.is_empty() {
+            return Err(ConfigError::new(
+                "nodes",
+                "[]",
+                "at least one Splash node URL",
+            ));
+        }
+        at_least_one("maxconn", self.maxconn as u64)?;
+        at_least_one("weight", u64::from(self.weight))?;
+        at_least_one("fall", u64::from(self.fall))?;
+        at_least_one("rise", u64::from(self.rise))?;
+        at_least_one("error_limit", u64::from(self.error_limit))?;
+        let queue_timeout = positive_duration("queue_timeout", self.queue_timeout)?;
+        let health_interval = positive_duration("health_interval", self.health_interval)?;
+        let health_timeout = positive_duration("health_timeout", self.health_timeout)?;
+        let connect_timeout = positive_duration("connect_timeout", self.connect_timeout)?;
+        if !self.health_path.starts_with('/') {
+            return Err(ConfigError::new(
+                "health_path",
+                format!("{:?}", self.health_path),
+                "a path starting with '/', such as /_ping",
+            ));
+        }
+        let mut nodes: Vec<NodeSpec> = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.into_iter().enumerate() {
+            let endpoint = NodeEndpoint::parse(&format!("nodes[{i}].url"), &node.url)?;
+            if let Some(other) = nodes.iter().position(|n| n.endpoint.base == endpoint.base) {
+                return Err(ConfigError::new(
+                    format!("nodes[{i}].url"),
+                    format!("{:?}", endpoint.display()),
+                    &format!("each node listed once (it is also nodes[{other}])"),
+                ));
+            }
+            let maxconn = node.maxconn.unwrap_or(self.maxconn);
+            at_least_one(&format!("nodes[{i}].maxconn"), maxconn as u64)?;
+            let weight = node.weight.unwrap_or(self.weight);
+            at_least_one(&format!("nodes[{i}].weight"), u64::from(weight))?;
+            nodes.push(NodeSpec {
+                endpoint,
+                maxconn,
+                weight,
+            });
+        }
+        Ok(ClusterConfig {
+            nodes,
+            retries: self.retries,
+            queue_timeout,
+            health_interval,
+            health_timeout,
+            health_path: self.health_path,
+            thresholds: HealthThresholds {
+                fall: self.fall,
+                rise: self.rise,
+                error_limit: self.error_limit,
+            },
+            connect_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(urls: &[&str]) -> ClusterOptions {
+        ClusterOptions {
+            nodes: urls
+                .iter()
+                .map(|u| NodeOptions {
+                    url: (*u).to_owned(),
+                    ..NodeOptions::default()
+                })
+                .collect(),
+            ..ClusterOptions::default()
+        }
+    }
+
+    #[test]
+    fn credentials_become_a_header_and_never_show() {
+        let e = NodeEndpoint::parse("url", "http://scrapy:s3cr%3At@node-1:8050").unwrap();
+        assert_eq!(e.display(), "http://scrapy:***@node-1:8050");
+        assert_eq!(e.url_for("/render.html?a=1"), "http://node-1:8050/render.html?a=1");
+        let header = e.authorization().unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(header.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        assert_eq!(decoded, b"scrapy:s3cr:t");
+        assert!(!format!("{e:?}").contains("s3cr"));
+    }
+
+    #[test]
+    fn base_path_is_kept() {
+        let e = NodeEndpoint::parse("url", "https://splash.example/cluster").unwrap();
+        assert_eq!(e.url_for("/execute"), "https://splash.example/cluster/execute");
+        assert_eq!(e.display(), "https://splash.example/cluster");
+    }
+
+    #[test]
+    fn bad_urls_name_the_argument_and_hide_passwords() {
+        for bad in ["ftp://node:21", "node-1:8050", "http://", "http://u:pw@h:1/?x=1"] {
+            let err = options(&["http://ok:1", bad]).validate().unwrap_err();
+            assert_eq!(err.argument, "nodes[1].url", "{bad}");
+            assert!(!err.to_string().contains("pw"), "{err}");
+        }
+    }
+
+    #[test]
+    fn mask_password_handles_unparseable_input() {
+        assert_eq!(mask_password("http://a:b@c d"), "http://a:***@c d");
+        assert_eq!(mask_password("no scheme"), "no scheme");
+        assert_eq!(mask_password("http://h:1/p@x"), "http://h:1/p@x");
+    }
+
+    #[test]
+    fn defaults_and_limits() {
+        let config = options(&["http://a:1"]).validate().unwrap();
+        assert_eq!(config.nodes[0].maxconn, 5);
+        assert_eq!(config.retries, 3);
+        assert!(options(&[]).validate().is_err());
+        let mut o = options(&["http://a:1"]);
+        o.maxconn = 0;
+        assert_eq!(o.validate().unwrap_err().argument, "maxconn");
+        let mut o = options(&["http://a:1"]);
+        o.fall = 0;
+        assert_eq!(o.validate().unwrap_err().argument, "fall");
+        let mut o = options(&["http://a:1"]);
+        o.queue_timeout = Duration::ZERO;
+        assert_eq!(o.validate().unwrap_err().argument, "queue_timeout");
+        let mut o = options(&["http://a:1"]);
+        o.health_path = "_ping".into();
+        assert_eq!(o.validate().unwrap_err().argument, "health_path");
+    }
+
+    #[test]
+    fn duplicate_nodes_are_refused() {
+        let err = options(&["http://a:1", "http://a:1/"]).validate().unwrap_err();
+        assert_eq!(err.argument, "nodes[1].url");
+    }
+}

@@ -1,0 +1,154 @@
+//! The HTTP transport over reqwest: one client, one connection pool, for the
+//! whole cluster.
+//!
+//! What it refuses to do matters as much as what it does: no redirects (a
+//! node's credentials must never follow a `Location` to another host), no
+//! proxies from the environment (nodes are addressed directly), no response
+//! decompression (bodies reach Scrapy as the node sent them).
+
+use std::error::Error as _;
+use std::io;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+
+use super::config::NodeEndpoint;
+use super::transport::{NodeRequest, NodeResponse, Transport, TransportError};
+
+/// The reqwest-backed transport.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+}
+
+impl HttpTransport {
+    /// Builds the client; `connect_timeout` bounds TCP and TLS connects.
+    pub fn new(connect_timeout: Duration) -> Result<Self, TransportError> {
+        // rustls needs one process-wide crypto provider; installing it twice
+        // is harmless (the second call reports the first and changes nothing).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| TransportError::Other(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self { client })
+    }
+
+    fn headers(node: &NodeEndpoint, request: &NodeRequest) -> Result<HeaderMap, TransportError> {
+        let mut headers = HeaderMap::with_capacity(request.headers.len() + 1);
+        for (name, value) in &request.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| TransportError::Other(format!("invalid header name {name:?}")))?;
+            let value = HeaderValue::from_bytes(value)
+                .map_err(|_| TransportError::Other(format!("invalid value for header {name}")))?;
+            headers.append(name, value);
+        }
+        if let Some(auth) = node.authorization() {
+            let mut value = HeaderValue::from_str(auth)
+                .map_err(|_| TransportError::Other("invalid node credentials".to_owned()))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        Ok(headers)
+    }
+}
+
+impl Transport for HttpTransport {
+    async fn send(
+        &self,
+        node: &NodeEndpoint,
+        request: &NodeRequest,
+    ) -> Result<NodeResponse, TransportError> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| TransportError::Other(format!("invalid method {:?}", request.method)))?;
+        let response = self
+            .client
+            .request(method, node.url_for(&request.path))
+            .headers(Self::headers(node, request)?)
+            .body(request.body.clone())
+            .send()
+            .await
+            .map_err(|e| classify_reqwest_error(&e))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| classify_reqwest_error(&e))?;
+        Ok(NodeResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    async fn probe(&self, node: &NodeEndpoint, path: &str) -> Result<u16, TransportError> {
+        let mut request = self.client.get(node.url_for(path));
+        if let Some(auth) = node.authorization() {
+            request = request.header(AUTHORIZATION, auth);
+        }
+        let response = request.send().await.map_err(|e| classify_reqwest_error(&e))?;
+        let status = response.status().as_u16();
+        // Read the body so the connection goes back to the pool.
+        response.bytes().await.map_err(|e| classify_reqwest_error(&e))?;
+        Ok(status)
+    }
+}
+
+/// Maps reqwest's error onto the kinds the outcome table knows, by walking
+/// the source chain down to hyper's and the OS's errors.
+fn classify_reqwest_error(error: &reqwest::Error) -> TransportError {
+    if error.is_timeout() && error.is_connect() {
+        return TransportError::ConnectTimeout;
+    }
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<io::Error>() {
+            match io.kind() {
+                io::ErrorKind::ConnectionRefused => return TransportError::ConnectionRefused,
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                    return TransportError::ConnectionReset
+                }
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe => {
+                    return TransportError::ClosedMidResponse
+                }
+                io::ErrorKind::TimedOut if error.is_connect() => {
+                    return TransportError::ConnectTimeout
+                }
+                _ => {}
+            }
+        }
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            if hyper_error.is_parse() || hyper_error.is_parse_status() {
+                return TransportError::InvalidHttp;
+            }
+            if hyper_error.is_incomplete_message() || hyper_error.is_closed() {
+                return TransportError::ClosedMidResponse;
+            }
+        }
+        source = cause.source();
+    }
+    if error.is_body() || error.is_decode() {
+        return TransportError::ClosedMidResponse;
+    }
+    TransportError::Other(error_chain(error))
+}
+
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,20 @@
+//! The balancer core: pure Rust, no Python types, testable on its own.
+//!
+//! One module per concern, as in tower: configuration, node state and
+//! health, the selection policy, the admission queue, the outcome table, the
+//! retry policy, the transport, active probes, and the cluster that ties them
+//! together for one request.
+
+pub mod admission;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod node;
+pub mod outcome;
+pub mod pool;
+pub mod prober;
+pub mod retry;
+pub mod selection;
+pub mod transport;

@@ -1,0 +1,540 @@
+//! The pool: every node's load and health under one lock, the selection
+//! policy and the admission queue, and the [`Lease`] a request holds while it
+//! occupies a slot on a node.
+//!
+//! Accounting is exact by construction (tower's `PendingRequests` handle): a
+//! slot is taken only when a `Lease` is made and given back only when it is
+//! dropped, so success, failure, timeout and cancellation of the Python
+//! future all free the slot with no code of their own.
+//!
+//! The lock is a plain mutex held for microseconds and never across an
+//! `.await`. Nothing is logged while it is held: logging goes to Python and
+//! takes the GIL, and a Python thread may be waiting on this lock.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::admission::{AdmissionQueue, Tried};
+use super::config::{HealthThresholds, NodeSpec};
+use super::health::{ProbeResult, Transition};
+use super::node::{NodeSnapshot, NodeState};
+use super::outcome::Outcome;
+use super::selection::{Candidate, SelectionPolicy};
+
+/// Why no lease was had.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AcquireError {
+    /// The deadline passed while waiting; the nodes' states then.
+    TimedOut {
+        /// How long the request waited.
+        waited: Duration,
+        /// Every node at the moment of giving up.
+        nodes: Vec<NodeSnapshot>,
+    },
+    /// The cluster was closed.
+    Closed,
+}
+
+/// Queue-wide figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Requests waiting now.
+    pub waiting: usize,
+    /// How long the oldest has waited.
+    pub oldest_wait: Duration,
+    /// Requests that had to wait since the start.
+    pub waits: u64,
+    /// Requests that gave up waiting.
+    pub timeouts: u64,
+}
+
+struct State {
+    nodes: Vec<NodeState>,
+    policy: Box<dyn SelectionPolicy>,
+    queue: AdmissionQueue<Lease>,
+    waits: u64,
+    queue_timeouts: u64,
+    closed: bool,
+}
+
+struct Shared {
+    specs: Vec<NodeSpec>,
+    thresholds: HealthThresholds,
+    /// Bumped when a node goes DOWN, so attempts in flight on it give up.
+    down_signals: Vec<watch::Sender<u64>>,
+    state: Mutex<State>,
+}
+
+/// The nodes, their load and health, and the queue of waiting requests.
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+/// A slot on one node, held for the length of one attempt.
+pub struct Lease {
+    shared: Arc<Shared>,
+    node: usize,
+    armed: bool,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lease({})", self.node)
+    }
+}
+
+impl Lease {
+    /// The node's index.
+    pub fn node(&self) -> usize {
+        self.node
+    }
+
+    /// The node.
+    pub fn spec(&self) -> &NodeSpec {
+        &self.shared.specs[self.node]
+    }
+
+    /// Resolves when the node is marked DOWN after this call.
+    pub fn down_signal(&self) -> watch::Receiver<u64> {
+        self.shared.down_signals[self.node].subscribe()
+    }
+
+    /// Gives the slot back by hand, for the one place that holds the lock.
+    fn disarm(mut self, state: &mut State) {
+        self.armed = false;
+        state.nodes[self.node].in_flight -= 1;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut state = lock(&self.shared.state);
+            state.nodes[self.node].in_flight -= 1;
+            dispatch(&self.shared, &mut state);
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // No code under this lock panics on purpose; if a bug did, the counts are
+    // still the best information there is, so go on rather than poison every
+    // later request.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn candidates(shared: &Shared, state: &State, tried: &Tried) -> Vec<Candidate> {
+    shared
+        .specs
+        .iter()
+        .zip(&state.nodes)
+        .enumerate()
+        .map(|(i, (spec, node))| Candidate {
+            in_flight: node.in_flight,
+            maxconn: spec.maxconn,
+            weight: spec.weight,
+            up: node.health.is_up(),
+            tried: tried.contains(i),
+        })
+        .collect()
+}
+
+/// Takes a slot for a request on the node the policy picks, if any.
+fn take_slot(shared: &Arc<Shared>, state: &mut State, tried: &Tried) -> Option<Lease> {
+    let candidates = candidates(shared, state, tried);
+    let node = state.policy.select(&candidates)?;
+    debug_assert!(candidates[node].has_free_slot(), "policy chose a full or DOWN node");
+    state.nodes[node].in_flight += 1;
+    Some(Lease {
+        shared: Arc::clone(shared),
+        node,
+        armed: true,
+    })
+}
+
+/// Hands free slots to waiters, oldest first, for as long as there are both.
+fn dispatch(shared: &Arc<Shared>, state: &mut State) {
+    while let Some(waiter) = state.queue.front() {
+        let tried = waiter.tried.clone();
+        let Some(lease) = take_slot(shared, state, &tried) else {
+            break;
+        };
+        let waiter = state.queue.pop_front().expect("front exists");
+        if let Err(lease) = waiter.grant.send(lease) {
+            // The waiter was cancelled a moment ago; its slot goes to the next.
+            lease.disarm(state);
+        }
+    }
+}
+
+fn snapshots(shared: &Shared, state: &State, now: Instant) -> Vec<NodeSnapshot> {
+    shared
+        .specs
+        .iter()
+        .zip(&state.nodes)
+        .map(|(spec, node)| NodeSnapshot::of(spec, node, now))
+        .collect()
+}
+
+/// Takes a waiter out of the queue if its request is dropped while waiting.
+struct WaiterGuard<'a> {
+    pool: &'a Pool,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            lock(&self.pool.shared.state).queue.remove(self.id);
+        }
+    }
+}
+
+impl Pool {
+    /// A pool of these nodes, all UP, chosen among by `policy`.
+    pub fn new(
+        specs: Vec<NodeSpec>,
+        thresholds: HealthThresholds,
+        policy: Box<dyn SelectionPolicy>,
+    ) -> Self {
+        let now = Instant::now();
+        let nodes = specs.iter().map(|_| NodeState::new(now)).collect();
+        let down_signals = specs.iter().map(|_| watch::channel(0).0).collect();
+        Self {
+            shared: Arc::new(Shared {
+                specs,
+                thresholds,
+                down_signals,
+                state: Mutex::new(State {
+                    nodes,
+                    policy,
+                    queue: AdmissionQueue::default(),
+                    waits: 0,
+                    queue_timeouts: 0,
+                    closed: false,
+                }),
+            }),
+        }
+    }
+
+    /// The nodes as configured.
+    pub fn specs(&self) -> &[NodeSpec] {
+        &self.shared.specs
+    }
+
+    /// A slot on the best node for a request that already tried `tried`,
+    /// waiting in the admission queue until `deadline` if every node is full
+    /// or DOWN. Dropping the future while it waits leaves no trace.
+    pub async fn acquire(&self, tried: &Tried, deadline: Instant) -> Result<Lease, AcquireError> {
+        let started = Instant::now();
+        let (id, mut grant) = {
+            let mut state = lock(&self.shared.state);
+            if state.closed {
+                return Err(AcquireError::Closed);
+            }
+            let retry = !tried.is_empty();
+            // Nobody overtakes the queue, except retries, which go to its front.
+            if state.queue.is_empty() || retry {
+                if let Some(lease) = take_slot(&self.shared, &mut state, tried) {
+                    return Ok(lease);
+                }
+            }
+            state.waits += 1;
+            state.queue.push(tried.clone(), retry, started)
+        };
+        let mut guard = WaiterGuard {
+            pool: self,
+            id,
+            armed: true,
+        };
+        let granted = tokio::time::timeout_at(deadline, &mut grant).await;
+        guard.armed = false;
+        match granted {
+            Ok(Ok(lease)) => Ok(lease),
+            Ok(Err(_)) => Err(AcquireError::Closed),
+            Err(_) => {
+                let mut state = lock(&self.shared.state);
+                if state.queue.remove(id) {
+                    state.queue_timeouts += 1;
+                    let now = Instant::now();
+                    return Err(AcquireError::TimedOut {
+                        waited: now.saturating_duration_since(started),
+                        nodes: snapshots(&self.shared, &state, now),
+                    });
+                }
+                drop(state);
+                // Granted in the instant the deadline passed: use it.
+                grant.try_recv().map_err(|_| AcquireError::Closed)
+            }
+        }
+    }
+
+    /// Records what an attempt said about its node; returns the change of
+    /// state it caused, already acted on (in-flight attempts told to leave a
+    /// node gone DOWN).
+    pub fn record_attempt(
+        &self,
+        node: usize,
+        outcome: &Outcome,
+        status: Option<u16>,
+        retry_from: Option<usize>,
+    ) -> Option<Transition> {
+        let now = Instant::now();
+        let transition = {
+            let mut state = lock(&self.shared.state);
+            let n = &mut state.nodes[node];
+            n.counters.count(outcome, status);
+            if let Some(previous) = retry_from {
+                n.counters.retries += 1;
+                if previous != node {
+                    n.counters.redispatches += 1;
+                }
+            }
+            let transition = n.health.on_attempt(
+                outcome.action().blame,
+                &outcome.to_string(),
+                self.shared.thresholds,
+                now,
+            );
+            self.apply(&mut state, node, transition.as_ref());
+            transition
+        };
+        self.log(node, transition.as_ref());
+        transition
+    }
+
+    /// Records that an attempt is being sent (after the lease, before I/O).
+    pub fn record_sent(&self, node: usize) {
+        lock(&self.shared.state).nodes[node].counters.requests += 1;
+    }
+
+    /// Records one probe result.
+    pub fn record_probe(&self, node: usize, probe: ProbeResult) -> Option<Transition> {
+        let transition = {
+            let mut state = lock(&self.shared.state);
+            let transition = state.nodes[node]
+                .health
+                .on_probe(probe, self.shared.thresholds);
+            self.apply(&mut state, node, transition.as_ref());
+            transition
+        };
+        self.log(node, transition.as_ref());
+        transition
+    }
+
+    fn apply(&self, state: &mut State, node: usize, transition: Option<&Transition>) {
+        match transition {
+            Some(Transition::WentDown(_)) => {
+                state.nodes[node].counters.downs += 1;
+                self.shared.down_signals[node].send_modify(|epoch| *epoch += 1);
+            }
+            Some(Transition::WentUp(_)) => {
+                state.nodes[node].counters.ups += 1;
+                dispatch(&self.shared, state);
+            }
+            None => {}
+        }
+    }
+
+    fn log(&self, node: usize, transition: Option<&Transition>) {
+        let url = self.shared.specs[node].endpoint.display();
+        match transition {
+            Some(Transition::WentDown(reason)) => tracing::warn!(
+                target: "scrapy_splash_cluster::health",
+                "Splash node {url} is DOWN: {reason}"
+            ),
+            Some(Transition::WentUp(reason)) => tracing::info!(
+                target: "scrapy_splash_cluster::health",
+                "Splash node {url} is UP again: {reason}"
+            ),
+            None => {}
+        }
+    }
+
+    /// Every node, now.
+    pub fn snapshot(&self) -> Vec<NodeSnapshot> {
+        let state = lock(&self.shared.state);
+        snapshots(&self.shared, &state, Instant::now())
+    }
+
+    /// The admission queue, now.
+    pub fn queue_stats(&self) -> QueueStats {
+        let state = lock(&self.shared.state);
+        QueueStats {
+            waiting: state.queue.len(),
+            oldest_wait: state.queue.oldest_wait(Instant::now()),
+            waits: state.waits,
+            timeouts: state.queue_timeouts,
+        }
+    }
+
+    /// Refuses new requests; with `abort`, also fails every waiting one.
+    pub fn close(&self, abort: bool) {
+        let mut state = lock(&self.shared.state);
+        state.closed = true;
+        if abort {
+            state.queue.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::NodeEndpoint;
+    use crate::core::health::Blame;
+    use crate::core::outcome::NodeFailure;
+    use crate::core::selection::LeastConn;
+
+    const LIMITS: HealthThresholds = HealthThresholds {
+        fall: 3,
+        rise: 2,
+        error_limit: 3,
+    };
+
+    fn pool(maxconns: &[usize]) -> Pool {
+        let specs = maxconns
+            .iter()
+            .enumerate()
+            .map(|(i, &maxconn)| NodeSpec {
+                endpoint: NodeEndpoint::parse("url", &format!("http://node-{i}:8050")).unwrap(),
+                maxconn,
+                weight: 1,
+            })
+            .collect();
+        Pool::new(specs, LIMITS, Box::new(LeastConn::new()))
+    }
+
+    fn in_flight(pool: &Pool) -> Vec<usize> {
+        pool.snapshot().iter().map(|n| n.in_flight).collect()
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_spread_and_give_back_their_slot() {
+        let pool = pool(&[2, 2]);
+        let a = pool.acquire(&Tried::default(), far()).await.unwrap();
+        let b = pool.acquire(&Tried::default(), far()).await.unwrap();
+        assert_ne!(a.node(), b.node());
+        assert_eq!(in_flight(&pool), vec![1, 1]);
+        drop(a);
+        drop(b);
+        assert_eq!(in_flight(&pool), vec![0, 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_cluster_queues_fifo_and_times_out_with_node_states() {
+        let pool = pool(&[1]);
+        let held = pool.acquire(&Tried::default(), far()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let err = pool.acquire(&Tried::default(), deadline).await.unwrap_err();
+        match err {
+            AcquireError::TimedOut { waited, nodes } => {
+                assert_eq!(waited, Duration::from_secs(5));
+                assert_eq!(nodes[0].in_flight, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pool.queue_stats().timeouts, 1);
+        assert_eq!(pool.queue_stats().waiting, 0);
+        drop(held);
+        assert_eq!(in_flight(&pool), vec![0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freed_slot_goes_to_the_oldest_waiter() {
+        let pool = pool(&[1]);
+        let held = pool.acquire(&Tried::default(), far()).await.unwrap();
+        let p1 = pool.clone();
+        let first = tokio::spawn(async move {
+            let lease = p1.acquire(&Tried::default(), far()).await.unwrap();
+            (Instant::now(), lease.node())
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let p2 = pool.clone();
+        let second = tokio::spawn(async move {
+            p2.acquire(&Tried::default(), far()).await.map(|_| Instant::now())
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(pool.queue_stats().waiting, 2);
+        drop(held);
+        let (t1, _) = first.await.unwrap();
+        let t2 = second.await.unwrap().unwrap();
+        assert!(t1 <= t2);
+        assert_eq!(in_flight(&pool), vec![0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_leaves_no_trace() {
+        let pool = pool(&[1]);
+        let held = pool.acquire(&Tried::default(), far()).await.unwrap();
+        let p = pool.clone();
+        let waiting = tokio::spawn(async move { p.acquire(&Tried::default(), far()).await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(pool.queue_stats().waiting, 0);
+        drop(held);
+        assert_eq!(in_flight(&pool), vec![0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_connection_takes_the_node_out_and_signals_its_attempts() {
+        let pool = pool(&[5, 5]);
+        let a = pool.acquire(&Tried::default(), far()).await.unwrap();
+        let node = a.node();
+        let mut signal = a.down_signal();
+        let refused = Outcome::NodeFailure(NodeFailure::ConnectionRefused);
+        assert_eq!(refused.action().blame, Blame::Fatal);
+        let t = pool.record_attempt(node, &refused, None, None);
+        assert!(matches!(t, Some(Transition::WentDown(_))));
+        assert!(signal.has_changed().unwrap());
+        drop(a);
+        for _ in 0..10 {
+            let lease = pool.acquire(&Tried::default(), far()).await.unwrap();
+            assert_ne!(lease.node(), node, "a DOWN node got a request");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_down_waits_until_probes_bring_one_back() {
+        let pool = pool(&[1]);
+        let refused = Outcome::NodeFailure(NodeFailure::ConnectionRefused);
+        pool.record_attempt(0, &refused, None, None);
+        let p = pool.clone();
+        let waiting = tokio::spawn(async move { p.acquire(&Tried::default(), far()).await.map(|l| l.node()) });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let good = |at| ProbeResult {
+            ok: true,
+            detail: "200".into(),
+            latency: Duration::from_millis(1),
+            at,
+        };
+        pool.record_probe(0, good(Instant::now()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiting.is_finished());
+        assert!(matches!(pool.record_probe(0, good(Instant::now())), Some(Transition::WentUp(_))));
+        assert_eq!(waiting.await.unwrap(), Ok(0));
+        assert_eq!(in_flight(&pool), vec![0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_with_abort_fails_waiters() {
+        let pool = pool(&[1]);
+        let _held = pool.acquire(&Tried::default(), far()).await.unwrap();
+        let p = pool.clone();
+        let waiting = tokio::spawn(async move { p.acquire(&Tried::default(), far()).await.map(|l| l.node()) });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        pool.close(true);
+        assert_eq!(waiting.await.unwrap(), Err(AcquireError::Closed));
+        assert_eq!(pool.acquire(&Tried::default(), far()).await.unwrap_err(), AcquireError::Closed);
+    }
+}

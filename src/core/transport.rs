@@ -1,0 +1,95 @@
+//! The transport: how one attempt reaches one node, behind a trait so that
+//! the pool, retries and health can be tested without sockets.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use super::config::NodeEndpoint;
+
+/// A request as sent to a node: the path is relative to the node's base URL.
+#[derive(Debug, Clone)]
+pub struct NodeRequest {
+    /// HTTP method, e.g. `GET` or `POST`.
+    pub method: String,
+    /// Path and query, e.g. `/render.html?url=...`.
+    pub path: String,
+    /// Header names and raw values.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body, cheap to clone for a retry.
+    pub body: Bytes,
+}
+
+/// A node's whole answer.
+#[derive(Debug, Clone)]
+pub struct NodeResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Header names and raw values, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// Why an attempt got no whole HTTP answer. Classified by the outcome table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// Nothing listens on the node's port.
+    ConnectionRefused,
+    /// The connection was reset.
+    ConnectionReset,
+    /// The connect did not finish in time.
+    ConnectTimeout,
+    /// The connection closed before a whole answer.
+    ClosedMidResponse,
+    /// The answer was not HTTP.
+    InvalidHttp,
+    /// Anything else, with its text.
+    Other(String),
+}
+
+/// Sends requests and probes to nodes.
+///
+/// Implementations do not time out whole exchanges themselves: the caller
+/// bounds each attempt by the request's deadline and drops the future to
+/// abort it, which must close the connection (Splash then cancels the render).
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one attempt and reads the whole answer.
+    fn send(
+        &self,
+        node: &NodeEndpoint,
+        request: &NodeRequest,
+    ) -> impl Future<Output = Result<NodeResponse, TransportError>> + Send;
+
+    /// Sends a health probe (`GET path`) and returns the status.
+    fn probe(
+        &self,
+        node: &NodeEndpoint,
+        path: &str,
+    ) -> impl Future<Output = Result<u16, TransportError>> + Send;
+}
+
+impl NodeRequest {
+    /// Checks that the request can be sent at all, so that a malformed
+    /// request fails once, clearly, instead of being blamed on every node.
+    pub fn validate(&self) -> Result<(), String> {
+        reqwest::Method::from_bytes(self.method.as_bytes())
+            .map_err(|_| format!("{:?} is not an HTTP method", self.method))?;
+        if !self.path.starts_with('/') {
+            return Err(format!("path {:?} must start with '/'", self.path));
+        }
+        for (name, value) in &self.headers {
+            reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("{name:?} is not a valid header name"))?;
+            reqwest::header::HeaderValue::from_bytes(value)
+                .map_err(|_| format!("the value of header {name:?} has forbidden bytes"))?;
+        }
+        Ok(())
+    }
+
+    /// The path without its query, which may hold page URLs, scripts or
+    /// secrets that have no place in a log line.
+    pub fn path_for_log(&self) -> &str {
+        self.path.split('?').next().unwrap_or_default()
+    }
+}
