@@ -140,7 +140,9 @@ impl SplashCluster {
         }
         let nodes = nodes
             .try_iter()
-            .map_err(|_| PyValueError::new_err("invalid nodes: expected a list of Splash node URLs"))?
+            .map_err(|_| {
+                PyValueError::new_err("invalid nodes: expected a list of Splash node URLs")
+            })?
             .enumerate()
             .map(|(i, node)| node_options(i, &node?))
             .collect::<PyResult<Vec<_>>>()?;
@@ -161,10 +163,14 @@ impl SplashCluster {
         let config = options.validate().map_err(value_error)?;
         refresh_log_levels();
         let cluster = py.detach(|| {
-            let transport = HttpTransport::new(config.connect_timeout)
-                .map_err(|e| format!("{e:?}"))?;
+            let transport =
+                HttpTransport::new(config.connect_timeout).map_err(|e| format!("{e:?}"))?;
             let _runtime = pyo3_async_runtimes::tokio::get_runtime().enter();
-            Ok::<_, String>(Cluster::start(config, transport, Box::new(LeastConn::new())))
+            Ok::<_, String>(Cluster::start(
+                config,
+                transport,
+                Box::new(LeastConn::new()),
+            ))
         });
         let cluster = cluster.map_err(pyo3::exceptions::PyRuntimeError::new_err)?;
         Ok(Self {

@@ -30,7 +30,11 @@ impl NodeConfig {
         let weight = weight
             .map(|v| positive_int("weight", v).map(|v| v as u32))
             .transpose()?;
-        Ok(Self { url, maxconn, weight })
+        Ok(Self {
+            url,
+            maxconn,
+            weight,
+        })
     }
 
     fn __repr__(&self) -> String {
@@ -61,14 +65,19 @@ pub fn value_error(error: ConfigError) -> PyErr {
 /// An integer argument that must be >= 1.
 pub fn positive_int(argument: &str, value: i64) -> PyResult<i64> {
     if value < 1 || value > i64::from(u32::MAX) {
-        return Err(value_error(ConfigError::new(argument, value, "an integer >= 1")));
+        return Err(value_error(ConfigError::new(
+            argument,
+            value,
+            "an integer >= 1",
+        )));
     }
     Ok(value)
 }
 
 /// An integer argument that must be >= 0.
 pub fn non_negative_int(argument: &str, value: i64) -> PyResult<u32> {
-    u32::try_from(value).map_err(|_| value_error(ConfigError::new(argument, value, "an integer >= 0")))
+    u32::try_from(value)
+        .map_err(|_| value_error(ConfigError::new(argument, value, "an integer >= 0")))
 }
 
 /// A number of seconds that must be finite and > 0.
@@ -81,7 +90,11 @@ pub fn seconds(argument: &str, value: f64) -> PyResult<Duration> {
         )));
     }
     Duration::try_from_secs_f64(value).map_err(|_| {
-        value_error(ConfigError::new(argument, value, "a number of seconds greater than 0"))
+        value_error(ConfigError::new(
+            argument,
+            value,
+            "a number of seconds greater than 0",
+        ))
     })
 }
 

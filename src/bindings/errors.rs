@@ -44,7 +44,9 @@ create_exception!(
 pub fn to_py_err(py: Python<'_>, error: CoreError) -> PyErr {
     let message = error.to_string();
     let (err, nodes) = match &error {
-        CoreError::NoNodeAvailable { nodes, .. } => (NoNodeAvailable::new_err(message), nodes.clone()),
+        CoreError::NoNodeAvailable { nodes, .. } => {
+            (NoNodeAvailable::new_err(message), nodes.clone())
+        }
         CoreError::AllAttemptsFailed { .. } => (AllAttemptsFailed::new_err(message), Vec::new()),
         CoreError::Timeout { nodes, .. } => (ClusterTimeout::new_err(message), nodes.clone()),
         CoreError::Closed { .. } => (ClusterClosed::new_err(message), Vec::new()),

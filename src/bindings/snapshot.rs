@@ -98,6 +98,12 @@ impl NodeSnapshot {
 pub fn attempts_to_py(attempts: &[Attempt]) -> Vec<(String, String, f64)> {
     attempts
         .iter()
-        .map(|a| (a.node.clone(), a.outcome.to_string(), a.elapsed.as_secs_f64()))
+        .map(|a| {
+            (
+                a.node.clone(),
+                a.outcome.to_string(),
+                a.elapsed.as_secs_f64(),
+            )
+        })
         .collect()
 }

@@ -168,6 +168,9 @@ mod tests {
         let mut q: AdmissionQueue<u8> = AdmissionQueue::default();
         let _a = q.push(Tried::default(), false, start);
         let _b = q.push(Tried::default(), false, start + Duration::from_secs(3));
-        assert_eq!(q.oldest_wait(start + Duration::from_secs(5)), Duration::from_secs(5));
+        assert_eq!(
+            q.oldest_wait(start + Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
     }
 }

@@ -91,10 +91,18 @@ impl<T: Transport> Cluster<T> {
                 Ok(lease) => lease,
                 Err(AcquireError::Closed) => return Err(ClusterError::Closed { attempts }),
                 Err(AcquireError::TimedOut { waited, nodes }) if queue_deadline < deadline => {
-                    return Err(ClusterError::NoNodeAvailable { waited, nodes, attempts })
+                    return Err(ClusterError::NoNodeAvailable {
+                        waited,
+                        nodes,
+                        attempts,
+                    })
                 }
                 Err(AcquireError::TimedOut { nodes, .. }) => {
-                    return Err(ClusterError::Timeout { timeout, attempts, nodes })
+                    return Err(ClusterError::Timeout {
+                        timeout,
+                        attempts,
+                        nodes,
+                    })
                 }
             };
             let node = lease.node();
@@ -132,7 +140,10 @@ impl<T: Transport> Cluster<T> {
                 elapsed,
             });
             previous = Some(node);
-            if self.retry.should_retry(&outcome, attempts.len(), Instant::now(), deadline) {
+            if self
+                .retry
+                .should_retry(&outcome, attempts.len(), Instant::now(), deadline)
+            {
                 continue;
             }
             return match (response, outcome) {
@@ -183,5 +194,255 @@ impl<T: Transport> Drop for Cluster<T> {
     fn drop(&mut self) {
         // Probes must not outlive a cluster nobody closed.
         self.stop_probes.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::{ClusterOptions, NodeOptions};
+    use crate::core::transport::TransportError;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// What a fake node does with an attempt.
+    #[derive(Clone)]
+    enum Script {
+        Answer(u16, &'static str, Duration),
+        Fail(TransportError),
+        Hang,
+    }
+
+    /// A transport that answers from a script per node, with no sockets.
+    struct Fake {
+        scripts: Mutex<HashMap<String, Script>>,
+        probes_ok: bool,
+        sent: AtomicUsize,
+    }
+
+    impl Fake {
+        fn new(scripts: &[(&str, Script)], probes_ok: bool) -> Self {
+            Self {
+                scripts: Mutex::new(
+                    scripts
+                        .iter()
+                        .map(|(n, s)| (format!("http://{n}"), s.clone()))
+                        .collect(),
+                ),
+                probes_ok,
+                sent: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl Transport for Fake {
+        async fn send(
+            &self,
+            node: &crate::core::config::NodeEndpoint,
+            _request: &NodeRequest,
+        ) -> Result<NodeResponse, TransportError> {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+            let script = self.scripts.lock().unwrap()[node.display()].clone();
+            match script {
+                Script::Answer(status, body, delay) => {
+                    tokio::time::sleep(delay).await;
+                    Ok(NodeResponse {
+                        status,
+                        headers: Vec::new(),
+                        body: body.into(),
+                    })
+                }
+                Script::Fail(error) => Err(error),
+                Script::Hang => std::future::pending().await,
+            }
+        }
+
+        async fn probe(
+            &self,
+            node: &crate::core::config::NodeEndpoint,
+            _path: &str,
+        ) -> Result<u16, TransportError> {
+            let frozen = matches!(self.scripts.lock().unwrap()[node.display()], Script::Hang);
+            if self.probes_ok && !frozen {
+                Ok(200)
+            } else {
+                std::future::pending().await
+            }
+        }
+    }
+
+    const OK: Script = Script::Answer(200, "ok", Duration::from_millis(10));
+    const TIMEOUT_504: Script = Script::Answer(
+        504,
+        r#"{"error": 504, "type": "GlobalTimeoutError"}"#,
+        Duration::from_millis(10),
+    );
+
+    fn cluster(scripts: &[(&str, Script)], probes_ok: bool) -> Cluster<Fake> {
+        let options = ClusterOptions {
+            nodes: scripts
+                .iter()
+                .map(|(n, _)| NodeOptions {
+                    url: format!("http://{n}"),
+                    ..NodeOptions::default()
+                })
+                .collect(),
+            ..ClusterOptions::default()
+        };
+        Cluster::start(
+            options.validate().unwrap(),
+            Fake::new(scripts, probes_ok),
+            Box::new(crate::core::selection::LeastConn::new()),
+        )
+    }
+
+    fn request() -> NodeRequest {
+        NodeRequest {
+            method: "GET".into(),
+            path: "/render.html?url=x".into(),
+            headers: Vec::new(),
+            body: Default::default(),
+        }
+    }
+
+    fn outcomes(attempts: &[Attempt]) -> Vec<String> {
+        attempts
+            .iter()
+            .map(|a| format!("{} {}", a.node, a.outcome))
+            .collect()
+    }
+
+    fn assert_idle(c: &Cluster<Fake>) {
+        assert!(
+            c.nodes().iter().all(|n| n.in_flight == 0),
+            "{:?}",
+            c.nodes()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_504_is_redispatched_to_another_node() {
+        let c = cluster(&[("a", TIMEOUT_504), ("b", OK)], true);
+        let r = c.request(request(), Duration::from_secs(60)).await.unwrap();
+        assert_eq!(r.response.status, 200);
+        assert_eq!(
+            outcomes(&r.attempts),
+            vec!["http://a 504 GlobalTimeoutError", "http://b 200"]
+        );
+        assert_eq!(c.nodes()[0].state, "UP");
+        assert_eq!(c.nodes()[1].counters.redispatches, 1);
+        assert_idle(&c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_then_never_chosen_again() {
+        let c = cluster(
+            &[
+                ("a", Script::Fail(TransportError::ConnectionRefused)),
+                ("b", OK),
+            ],
+            false,
+        );
+        for _ in 0..5 {
+            let r = c.request(request(), Duration::from_secs(60)).await.unwrap();
+            assert_eq!(r.node, "http://b");
+        }
+        assert_eq!(c.nodes()[0].counters.requests, 1);
+        assert_eq!(c.nodes()[0].state, "DOWN");
+        assert_idle(&c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_run_out_into_all_attempts_failed() {
+        let reset = Script::Fail(TransportError::ConnectionReset);
+        let c = cluster(&[("a", reset.clone()), ("b", reset)], true);
+        let err = c
+            .request(request(), Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        let ClusterError::AllAttemptsFailed { attempts } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            outcomes(&attempts),
+            vec![
+                "http://a connection reset",
+                "http://b connection reset",
+                "http://a connection reset",
+                "http://b connection reset"
+            ]
+        );
+        assert_idle(&c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frozen_node_is_abandoned_when_probes_take_it_down() {
+        // The frozen node accepts the attempt and its probes, and answers
+        // neither: after `fall` (3) probes time out it goes DOWN, and the
+        // request moves on at once instead of waiting out its 60 s timeout.
+        let c = cluster(&[("a", Script::Hang), ("b", OK)], true);
+        let r = c.request(request(), Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            outcomes(&r.attempts),
+            vec!["http://a abandoned: node marked DOWN", "http://b 200"]
+        );
+        // 3 probes of 1 s timeout, 2 s apart, the first at once: about 5 s.
+        let waited = r.attempts[0].elapsed;
+        assert!(
+            waited >= Duration::from_secs(5) && waited < Duration::from_secs(8),
+            "{waited:?}"
+        );
+        assert_eq!(c.nodes()[0].state, "DOWN");
+        assert_idle(&c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_bounds_every_attempt() {
+        let c = cluster(&[("a", Script::Hang)], true);
+        let err = c
+            .request(request(), Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClusterError::Timeout { .. }), "{err}");
+        assert_eq!(err.attempts()[0].outcome, Outcome::DeadlineExceeded);
+        assert_idle(&c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_request_frees_its_slot() {
+        let c = Arc::new(cluster(&[("a", Script::Hang)], true));
+        let c2 = Arc::clone(&c);
+        let task =
+            tokio::spawn(async move { c2.request(request(), Duration::from_secs(60)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(c.nodes()[0].in_flight, 1);
+        task.abort();
+        let _ = task.await;
+        assert_idle(&c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_requests_leave_nothing_in_flight() {
+        let c = Arc::new(cluster(
+            &[
+                ("a", OK),
+                ("b", TIMEOUT_504),
+                ("c", Script::Fail(TransportError::ClosedMidResponse)),
+            ],
+            true,
+        ));
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let c = Arc::clone(&c);
+                tokio::spawn(async move { c.request(request(), Duration::from_secs(60)).await })
+            })
+            .collect();
+        for t in tasks {
+            let r = t.await.unwrap().unwrap();
+            assert_eq!(r.node, "http://a");
+        }
+        assert_idle(&c);
+        assert_eq!(c.queue().waiting, 0);
+        assert!(c.transport.sent.load(Ordering::SeqCst) >= 100);
     }
 }

@@ -24,7 +24,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(argument: impl Into<String>, value: impl fmt::Display, expected: &str) -> Self {
+    pub(crate) fn new(
+        argument: impl Into<String>,
+        value: impl fmt::Display,
+        expected: &str,
+    ) -> Self {
         Self {
             argument: argument.into(),
             value: value.to_string(),
@@ -62,9 +66,8 @@ impl NodeEndpoint {
     pub fn parse(argument: &str, raw: &str) -> Result<Self, ConfigError> {
         let shown = mask_password(raw);
         let expected = "an http:// or https:// URL of a Splash node, such as http://127.0.0.1:8050";
-        let mut url = Url::parse(raw.trim()).map_err(|e| {
-            ConfigError::new(argument, format!("{shown:?} ({e})"), expected)
-        })?;
+        let mut url = Url::parse(raw.trim())
+            .map_err(|e| ConfigError::new(argument, format!("{shown:?} ({e})"), expected))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(ConfigError::new(argument, format!("{shown:?}"), expected));
         }
@@ -80,8 +83,8 @@ impl NodeEndpoint {
             (user, password) => {
                 let user = percent_decode(user);
                 let password = password.map(percent_decode).unwrap_or_default();
-                let token = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{user}:{password}"));
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
                 Some(format!("Basic {token}"))
             }
         };
@@ -373,7 +376,10 @@ mod tests {
     fn credentials_become_a_header_and_never_show() {
         let e = NodeEndpoint::parse("url", "http://scrapy:s3cr%3At@node-1:8050").unwrap();
         assert_eq!(e.display(), "http://scrapy:***@node-1:8050");
-        assert_eq!(e.url_for("/render.html?a=1"), "http://node-1:8050/render.html?a=1");
+        assert_eq!(
+            e.url_for("/render.html?a=1"),
+            "http://node-1:8050/render.html?a=1"
+        );
         let header = e.authorization().unwrap();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(header.strip_prefix("Basic ").unwrap())
@@ -385,13 +391,21 @@ mod tests {
     #[test]
     fn base_path_is_kept() {
         let e = NodeEndpoint::parse("url", "https://splash.example/cluster").unwrap();
-        assert_eq!(e.url_for("/execute"), "https://splash.example/cluster/execute");
+        assert_eq!(
+            e.url_for("/execute"),
+            "https://splash.example/cluster/execute"
+        );
         assert_eq!(e.display(), "https://splash.example/cluster");
     }
 
     #[test]
     fn bad_urls_name_the_argument_and_hide_passwords() {
-        for bad in ["ftp://node:21", "node-1:8050", "http://", "http://u:pw@h:1/?x=1"] {
+        for bad in [
+            "ftp://node:21",
+            "node-1:8050",
+            "http://",
+            "http://u:pw@h:1/?x=1",
+        ] {
             let err = options(&["http://ok:1", bad]).validate().unwrap_err();
             assert_eq!(err.argument, "nodes[1].url", "{bad}");
             assert!(!err.to_string().contains("pw"), "{err}");
@@ -427,7 +441,9 @@ mod tests {
 
     #[test]
     fn duplicate_nodes_are_refused() {
-        let err = options(&["http://a:1", "http://a:1/"]).validate().unwrap_err();
+        let err = options(&["http://a:1", "http://a:1/"])
+            .validate()
+            .unwrap_err();
         assert_eq!(err.argument, "nodes[1].url");
     }
 }

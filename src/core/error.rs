@@ -20,7 +20,13 @@ pub struct Attempt {
 
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} after {:.3}s", self.node, self.outcome, self.elapsed.as_secs_f64())
+        write!(
+            f,
+            "{}: {} after {:.3}s",
+            self.node,
+            self.outcome,
+            self.elapsed.as_secs_f64()
+        )
     }
 }
 
@@ -72,7 +78,11 @@ impl ClusterError {
     }
 }
 
-fn write_list<T>(f: &mut fmt::Formatter<'_>, items: &[T], show: impl Fn(&T) -> String) -> fmt::Result {
+fn write_list<T>(
+    f: &mut fmt::Formatter<'_>,
+    items: &[T],
+    show: impl Fn(&T) -> String,
+) -> fmt::Result {
     let shown: Vec<String> = items.iter().map(show).collect();
     f.write_str(&shown.join("; "))
 }
@@ -80,7 +90,11 @@ fn write_list<T>(f: &mut fmt::Formatter<'_>, items: &[T], show: impl Fn(&T) -> S
 impl fmt::Display for ClusterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClusterError::NoNodeAvailable { waited, nodes, attempts } => {
+            ClusterError::NoNodeAvailable {
+                waited,
+                nodes,
+                attempts,
+            } => {
                 write!(
                     f,
                     "no Splash node could take the request after waiting {:.1}s in the queue; nodes: ",
@@ -97,7 +111,11 @@ impl fmt::Display for ClusterError {
                 write!(f, "all {} attempts failed: ", attempts.len())?;
                 write_list(f, attempts, ToString::to_string)
             }
-            ClusterError::Timeout { timeout, attempts, nodes } => {
+            ClusterError::Timeout {
+                timeout,
+                attempts,
+                nodes,
+            } => {
                 write!(f, "request timed out after {:.1}s", timeout.as_secs_f64())?;
                 if attempts.is_empty() {
                     f.write_str(" before any node could take it")?;

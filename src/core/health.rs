@@ -232,7 +232,11 @@ mod tests {
     fn probe(ok: bool, at: Instant) -> ProbeResult {
         ProbeResult {
             ok,
-            detail: if ok { "200".into() } else { "connection refused".into() },
+            detail: if ok {
+                "200".into()
+            } else {
+                "connection refused".into()
+            },
             latency: Duration::from_millis(1),
             at,
         }
@@ -250,7 +254,10 @@ mod tests {
         assert_eq!(h.phase(), Phase::Down);
         assert_eq!(h.on_probe(probe(true, now), LIMITS), None);
         assert_eq!(h.phase(), Phase::ComingUp);
-        assert!(matches!(h.on_probe(probe(true, now), LIMITS), Some(Transition::WentUp(_))));
+        assert!(matches!(
+            h.on_probe(probe(true, now), LIMITS),
+            Some(Transition::WentUp(_))
+        ));
         assert_eq!(h.phase(), Phase::Up);
     }
 

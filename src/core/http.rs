@@ -95,10 +95,16 @@ impl Transport for HttpTransport {
         if let Some(auth) = node.authorization() {
             request = request.header(AUTHORIZATION, auth);
         }
-        let response = request.send().await.map_err(|e| classify_reqwest_error(&e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| classify_reqwest_error(&e))?;
         let status = response.status().as_u16();
         // Read the body so the connection goes back to the pool.
-        response.bytes().await.map_err(|e| classify_reqwest_error(&e))?;
+        response
+            .bytes()
+            .await
+            .map_err(|e| classify_reqwest_error(&e))?;
         Ok(status)
     }
 }

@@ -212,21 +212,77 @@ mod tests {
         let rows: Vec<(Outcome, bool, Blame)> = vec![
             (classify_response(200, b"<html>"), false, Healthy),
             (classify_response(404, b"nope"), false, Healthy),
-            (classify_response(400, &splash_error(400, "BadOption")), false, None),
-            (classify_response(400, &splash_error(400, "ScriptError")), false, None),
-            (classify_response(415, &splash_error(415, "UnsupportedContentType")), false, None),
-            (classify_response(498, &splash_error(498, "ExpiredArguments")), false, None),
-            (classify_response(502, &splash_error(502, "RenderError")), false, None),
-            (classify_response(504, &splash_error(504, "GlobalTimeoutError")), true, None),
-            (classify_response(500, &splash_error(500, "InternalError")), true, Failure),
-            (classify_response(502, &splash_error(502, "InternalError")), true, Failure),
-            (classify_response(502, b"<html>502 Bad Gateway</html>"), true, Failure),
-            (classify_response(504, b"<html>Gateway Timeout</html>"), true, Failure),
+            (
+                classify_response(400, &splash_error(400, "BadOption")),
+                false,
+                None,
+            ),
+            (
+                classify_response(400, &splash_error(400, "ScriptError")),
+                false,
+                None,
+            ),
+            (
+                classify_response(415, &splash_error(415, "UnsupportedContentType")),
+                false,
+                None,
+            ),
+            (
+                classify_response(498, &splash_error(498, "ExpiredArguments")),
+                false,
+                None,
+            ),
+            (
+                classify_response(502, &splash_error(502, "RenderError")),
+                false,
+                None,
+            ),
+            (
+                classify_response(504, &splash_error(504, "GlobalTimeoutError")),
+                true,
+                None,
+            ),
+            (
+                classify_response(500, &splash_error(500, "InternalError")),
+                true,
+                Failure,
+            ),
+            (
+                classify_response(502, &splash_error(502, "InternalError")),
+                true,
+                Failure,
+            ),
+            (
+                classify_response(502, b"<html>502 Bad Gateway</html>"),
+                true,
+                Failure,
+            ),
+            (
+                classify_response(504, b"<html>Gateway Timeout</html>"),
+                true,
+                Failure,
+            ),
             (classify_response(503, b""), true, Failure),
-            (classify(&Err(TransportError::ConnectionRefused)), true, Fatal),
-            (classify(&Err(TransportError::ConnectionReset)), true, Failure),
-            (classify(&Err(TransportError::ConnectTimeout)), true, Failure),
-            (classify(&Err(TransportError::ClosedMidResponse)), true, Failure),
+            (
+                classify(&Err(TransportError::ConnectionRefused)),
+                true,
+                Fatal,
+            ),
+            (
+                classify(&Err(TransportError::ConnectionReset)),
+                true,
+                Failure,
+            ),
+            (
+                classify(&Err(TransportError::ConnectTimeout)),
+                true,
+                Failure,
+            ),
+            (
+                classify(&Err(TransportError::ClosedMidResponse)),
+                true,
+                Failure,
+            ),
             (classify(&Err(TransportError::InvalidHttp)), true, Failure),
             (Outcome::Abandoned, true, None),
             (Outcome::DeadlineExceeded, false, None),
@@ -239,7 +295,10 @@ mod tests {
     #[test]
     fn render_errors_name_the_website_failure() {
         let outcome = classify_response(502, &splash_error(502, "RenderError"));
-        assert_eq!(outcome.to_string(), "502 RenderError (Network: Host x not found)");
+        assert_eq!(
+            outcome.to_string(),
+            "502 RenderError (Network: Host x not found)"
+        );
         assert!(outcome.has_answer());
         assert!(!Outcome::NodeFailure(NodeFailure::ClosedMidResponse).has_answer());
     }

@@ -147,7 +147,10 @@ fn candidates(shared: &Shared, state: &State, tried: &Tried) -> Vec<Candidate> {
 fn take_slot(shared: &Arc<Shared>, state: &mut State, tried: &Tried) -> Option<Lease> {
     let candidates = candidates(shared, state, tried);
     let node = state.policy.select(&candidates)?;
-    debug_assert!(candidates[node].has_free_slot(), "policy chose a full or DOWN node");
+    debug_assert!(
+        candidates[node].has_free_slot(),
+        "policy chose a full or DOWN node"
+    );
     state.nodes[node].in_flight += 1;
     Some(Lease {
         shared: Arc::clone(shared),
@@ -461,7 +464,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let p2 = pool.clone();
         let second = tokio::spawn(async move {
-            p2.acquire(&Tried::default(), far()).await.map(|_| Instant::now())
+            p2.acquire(&Tried::default(), far())
+                .await
+                .map(|_| Instant::now())
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(pool.queue_stats().waiting, 2);
@@ -477,7 +482,8 @@ mod tests {
         let pool = pool(&[1]);
         let held = pool.acquire(&Tried::default(), far()).await.unwrap();
         let p = pool.clone();
-        let waiting = tokio::spawn(async move { p.acquire(&Tried::default(), far()).await.is_ok() });
+        let waiting =
+            tokio::spawn(async move { p.acquire(&Tried::default(), far()).await.is_ok() });
         tokio::time::sleep(Duration::from_millis(10)).await;
         waiting.abort();
         let _ = waiting.await;
@@ -491,7 +497,7 @@ mod tests {
         let pool = pool(&[5, 5]);
         let a = pool.acquire(&Tried::default(), far()).await.unwrap();
         let node = a.node();
-        let mut signal = a.down_signal();
+        let signal = a.down_signal();
         let refused = Outcome::NodeFailure(NodeFailure::ConnectionRefused);
         assert_eq!(refused.action().blame, Blame::Fatal);
         let t = pool.record_attempt(node, &refused, None, None);
@@ -510,7 +516,10 @@ mod tests {
         let refused = Outcome::NodeFailure(NodeFailure::ConnectionRefused);
         pool.record_attempt(0, &refused, None, None);
         let p = pool.clone();
-        let waiting = tokio::spawn(async move { p.acquire(&Tried::default(), far()).await.map(|l| l.node()) });
+        let waiting =
+            tokio::spawn(
+                async move { p.acquire(&Tried::default(), far()).await.map(|l| l.node()) },
+            );
         tokio::time::sleep(Duration::from_millis(10)).await;
         let good = |at| ProbeResult {
             ok: true,
@@ -521,7 +530,10 @@ mod tests {
         pool.record_probe(0, good(Instant::now()));
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!waiting.is_finished());
-        assert!(matches!(pool.record_probe(0, good(Instant::now())), Some(Transition::WentUp(_))));
+        assert!(matches!(
+            pool.record_probe(0, good(Instant::now())),
+            Some(Transition::WentUp(_))
+        ));
         assert_eq!(waiting.await.unwrap(), Ok(0));
         assert_eq!(in_flight(&pool), vec![0]);
     }
@@ -531,10 +543,16 @@ mod tests {
         let pool = pool(&[1]);
         let _held = pool.acquire(&Tried::default(), far()).await.unwrap();
         let p = pool.clone();
-        let waiting = tokio::spawn(async move { p.acquire(&Tried::default(), far()).await.map(|l| l.node()) });
+        let waiting =
+            tokio::spawn(
+                async move { p.acquire(&Tried::default(), far()).await.map(|l| l.node()) },
+            );
         tokio::time::sleep(Duration::from_millis(10)).await;
         pool.close(true);
         assert_eq!(waiting.await.unwrap(), Err(AcquireError::Closed));
-        assert_eq!(pool.acquire(&Tried::default(), far()).await.unwrap_err(), AcquireError::Closed);
+        assert_eq!(
+            pool.acquire(&Tried::default(), far()).await.unwrap_err(),
+            AcquireError::Closed
+        );
     }
 }

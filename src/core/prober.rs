@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::health::ProbeResult;
-use super::pool::Pool;
 use super::outcome::classify;
+use super::pool::Pool;
 use super::transport::Transport;
 
 /// How the probes run.
@@ -67,7 +67,8 @@ async fn probe_node<T: Transport>(
         }
         let started = Instant::now();
         let endpoint = &pool.specs()[node].endpoint;
-        let probe = tokio::time::timeout(settings.timeout, transport.probe(endpoint, &settings.path));
+        let probe =
+            tokio::time::timeout(settings.timeout, transport.probe(endpoint, &settings.path));
         let result = tokio::select! {
             result = probe => result,
             _ = stop.wait_for(|stopped| *stopped) => return,
@@ -78,7 +79,10 @@ async fn probe_node<T: Transport>(
             Ok(Err(error)) => (false, classify(&Err(error)).to_string()),
             Err(_) => (
                 false,
-                format!("probe timed out after {:.1}s", settings.timeout.as_secs_f64()),
+                format!(
+                    "probe timed out after {:.1}s",
+                    settings.timeout.as_secs_f64()
+                ),
             ),
         };
         let now = Instant::now();

@@ -24,7 +24,13 @@ impl RetryPolicy {
 
     /// Whether a request that made `attempts` attempts, the last ending in
     /// `outcome`, gets another one before `deadline`.
-    pub fn should_retry(&self, outcome: &Outcome, attempts: usize, now: Instant, deadline: Instant) -> bool {
+    pub fn should_retry(
+        &self,
+        outcome: &Outcome,
+        attempts: usize,
+        now: Instant,
+        deadline: Instant,
+    ) -> bool {
         outcome.action().retry && attempts <= self.retries as usize && now < deadline
     }
 }
@@ -53,7 +59,12 @@ mod tests {
         let now = Instant::now();
         let later = now + Duration::from_secs(1);
         assert!(!policy.should_retry(&Outcome::WebsiteError("HTTP".into()), 1, now, later));
-        assert!(!policy.should_retry(&Outcome::RequestError(400, "BadOption".into()), 1, now, later));
+        assert!(!policy.should_retry(
+            &Outcome::RequestError(400, "BadOption".into()),
+            1,
+            now,
+            later
+        ));
         assert!(!policy.should_retry(&Outcome::ExpiredArguments, 1, now, later));
         assert!(!policy.should_retry(&Outcome::Answered(200), 1, now, later));
         assert!(!policy.should_retry(&Outcome::RenderTimeout, 1, later, later));

@@ -91,11 +91,16 @@ class HttpApp:
 
     def __init__(self, extra_headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.connections: set[Connection] = set()
-        self.extra_header_bytes = "".join(f"{k}: {v}\r\n" for k, v in extra_headers).encode(
-            "latin-1"
-        )
+        self.extra_header_bytes = b""
+        self.set_extra_headers(extra_headers)
 
-    def handle(self, conn: Connection, request: Request) -> Response | asyncio.Future[Response | None] | None:
+    def set_extra_headers(self, headers: tuple[tuple[str, str], ...]) -> None:
+        """Set the headers added to every answer."""
+        self.extra_header_bytes = "".join(f"{k}: {v}\r\n" for k, v in headers).encode("latin-1")
+
+    def handle(
+        self, conn: Connection, request: Request
+    ) -> Response | asyncio.Future[Response | None] | None:
         """Answer one request (see the module docstring for the return kinds)."""
         raise NotImplementedError
 
@@ -195,7 +200,9 @@ class Connection(asyncio.Protocol):
         exc = fut.exception()
         if exc is not None:
             log.error("mock splash: handler failed", exc_info=exc)
-            response: Response | None = Response(500, b"internal error in the mock\n", "text/plain", close=True)
+            response: Response | None = Response(
+                500, b"internal error in the mock\n", "text/plain", close=True
+            )
         else:
             response = fut.result()
         if response is None:
@@ -224,7 +231,9 @@ class Connection(asyncio.Protocol):
     def _send_error(self, err: HttpError) -> None:
         body = f"{err.status} {_REASONS.get(err.status, 'Error')}: {err.message}\n".encode()
         if self.transport is not None and not self.closed:
-            self.transport.write(self._encode(Response(err.status, body, "text/plain; charset=utf-8"), False, False))
+            self.transport.write(
+                self._encode(Response(err.status, body, "text/plain; charset=utf-8"), False, False)
+            )
             self.closed = True
             self.transport.close()
 

@@ -42,9 +42,7 @@ import json
 import os
 import resource
 import sys
-import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
 from ._http import Connection, HttpApp, Request, Response
@@ -84,7 +82,15 @@ _CONNECTION_FAULTS = frozenset({"die", "hang", "invalid-http"})
 # Faults applied to a valid render request: it takes a slot and its render
 # time, then fails this way (so they respect slots and the queue).
 _RENDER_FAULTS = frozenset(
-    {"latency", "504", "render-error", "internal-error", "internal-error-502", "proxy-502", "truncate"}
+    {
+        "latency",
+        "504",
+        "render-error",
+        "internal-error",
+        "internal-error-502",
+        "proxy-502",
+        "truncate",
+    }
 )
 
 _DEFAULT_TIMEOUT = 30.0
@@ -163,11 +169,13 @@ class _Stats:
         self.statuses: collections.Counter[str] = collections.Counter()
         self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=_LOG_SIZE)
 
-    def reset(self, in_progress: int, active: int) -> None:
-        """Zero the counters; keep the live gauges (and start their maxima there)."""
-        self.__init__()  # type: ignore[misc]
-        self.in_progress = self.max_in_progress = in_progress
-        self.max_active = active
+    @classmethod
+    def fresh(cls, in_progress: int, active: int) -> _Stats:
+        """Zeroed counters that keep the live gauges (and start their maxima there)."""
+        stats = cls()
+        stats.in_progress = stats.max_in_progress = in_progress
+        stats.max_active = active
+        return stats
 
 
 class _Job:
@@ -210,7 +218,9 @@ class _RenderApp(HttpApp):
         super().__init__((("X-Mock-Splash-Node", node.name),))
         self.node = node
 
-    def handle(self, conn: Connection, request: Request) -> Response | asyncio.Future[Response | None] | None:
+    def handle(
+        self, conn: Connection, request: Request
+    ) -> Response | asyncio.Future[Response | None] | None:
         return self.node._handle_render_port(conn, request)
 
 
@@ -219,7 +229,9 @@ class _ControlApp(HttpApp):
         super().__init__()
         self.node = node
 
-    def handle(self, conn: Connection, request: Request) -> Response | asyncio.Future[Response | None] | None:
+    def handle(
+        self, conn: Connection, request: Request
+    ) -> Response | asyncio.Future[Response | None] | None:
         return self.node._handle_control(request)
 
 
@@ -250,7 +262,7 @@ class MockSplashServer:
             raise ValueError(f"max_timeout must be > 0, got {max_timeout}")
         if latency < 0:
             raise ValueError(f"latency must be >= 0, got {latency}")
-        self.name = name
+        self._name = name
         self.host = host
         self.slots = slots
         self.max_timeout = float(max_timeout)
@@ -273,6 +285,16 @@ class MockSplashServer:
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The node's name, sent in every render-port answer as X-Mock-Splash-Node."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+        self._render_app.set_extra_headers((("X-Mock-Splash-Node", value),))
 
     @property
     def port(self) -> int:
@@ -358,7 +380,9 @@ class MockSplashServer:
             raise ValueError(f"count must be a positive integer or null, got {count!r}")
         for key in ("latency", "downtime"):
             value = spec.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+            ):
                 raise ValueError(f"{key} must be a number >= 0, got {value!r}")
         if mode == "latency" and spec.get("latency") is None:
             raise ValueError("mode latency needs a `latency` parameter (seconds)")
@@ -397,12 +421,21 @@ class MockSplashServer:
 
     async def _reopen_after(self, downtime: float) -> None:
         await asyncio.sleep(downtime)
-        await self._open_render_port()
+        try:
+            await self._open_render_port()
+        except OSError as exc:
+            print(
+                f"mock-splash {self.name}: cannot re-open port {self._port}: {exc}", file=sys.stderr
+            )
         self._reopen_task = None
 
     def fault_info(self) -> dict[str, Any]:
         """The current fault: mode, renders left (None: until changed), params."""
-        return {"mode": self._fault, "count_left": self._fault_left, "params": dict(self._fault_params)}
+        return {
+            "mode": self._fault,
+            "count_left": self._fault_left,
+            "params": dict(self._fault_params),
+        }
 
     def _take_fault(self, kinds: frozenset[str]) -> tuple[str, dict[str, Any]] | None:
         """The fault for this render request if it is of ``kinds``; counts it down."""
@@ -446,7 +479,7 @@ class MockSplashServer:
 
     def reset_stats(self) -> None:
         """Zero the counters (not the fault, not what is in progress)."""
-        self._stats.reset(len(self._jobs), self._active)
+        self._stats = _Stats.fresh(len(self._jobs), self._active)
 
     # -- control port ----------------------------------------------------------
 
@@ -469,7 +502,10 @@ class MockSplashServer:
             return self._spawn(self._control_fault(spec))
         if request.path in ("/stats", "/reset", "/fault"):
             return _json({"error": "method not allowed"}, 405)
-        return _json({"error": "not found", "endpoints": ["GET /stats", "POST /reset", "GET|POST /fault"]}, 404)
+        return _json(
+            {"error": "not found", "endpoints": ["GET /stats", "POST /reset", "GET|POST /fault"]},
+            404,
+        )
 
     async def _control_fault(self, spec: dict[str, Any]) -> Response:
         try:
@@ -507,11 +543,14 @@ class MockSplashServer:
                 }
             )
         if path == "/" and request.method == "GET":
-            body = f"<html><head><title>Splash (mock) {html.escape(self.name)}</title></head><body></body></html>"
+            title = f"Splash (mock) {html.escape(self.name)}"
+            body = f"<html><head><title>{title}</title></head><body></body></html>"
             return Response(200, body.encode(), _HTML)
         return Response(404, _NOT_FOUND_BODY, _HTML)
 
-    def _handle_ping(self, conn: Connection, request: Request) -> Response | asyncio.Future[Response | None] | None:
+    def _handle_ping(
+        self, conn: Connection, request: Request
+    ) -> Response | asyncio.Future[Response | None] | None:
         self._stats.pings += 1
         if request.method != "GET":
             return Response(405, b"Method Not Allowed\n", "text/plain", (("Allow", "GET"),))
@@ -531,11 +570,18 @@ class MockSplashServer:
             return self._spawn(later())
         return self._fault_answer(mode, self._fault_params, "", _DEFAULT_TIMEOUT, "/_ping")
 
-    def _handle_render(self, conn: Connection, request: Request, endpoint: str) -> Response | asyncio.Future[Response | None] | None:
+    def _handle_render(
+        self, conn: Connection, request: Request, endpoint: str
+    ) -> Response | asyncio.Future[Response | None] | None:
         stats = self._stats
         stats.requests += 1
         stats.by_endpoint[endpoint] += 1
-        entry: dict[str, Any] = {"endpoint": endpoint, "url": None, "status": None, "method": request.method}
+        entry: dict[str, Any] = {
+            "endpoint": endpoint,
+            "url": None,
+            "status": None,
+            "method": request.method,
+        }
         stats.log.append(entry)
         job = _Job(conn, endpoint, entry)
 
@@ -607,7 +653,12 @@ class MockSplashServer:
             if not job.timed_out or job.conn.closed:
                 self._end_unanswered(job)
                 raise
-            response = _error(504, "GlobalTimeoutError", "Timeout exceeded rendering page", {"timeout": job.timeout})
+            response = _error(
+                504,
+                "GlobalTimeoutError",
+                "Timeout exceeded rendering page",
+                {"timeout": job.timeout},
+            )
         else:
             response = self._result(job)
         finally:
@@ -700,13 +751,17 @@ class MockSplashServer:
             if "application/javascript" in content_type:
                 args["js_source"] = text
         except ValueError as exc:  # includes UnicodeDecodeError and JSONDecodeError
-            return _bad_option({"type": "invalid_json", "description": "Can't decode JSON", "message": str(exc)})
+            return _bad_option(
+                {"type": "invalid_json", "description": "Can't decode JSON", "message": str(exc)}
+            )
         return args
 
     def _validate(self, job: _Job, args: dict[str, Any]) -> None:
         """Splash's argument checks, in Splash's order; raises _BadOption."""
         job.args = args
-        timeout = _number(args, "timeout", min(self.max_timeout, _DEFAULT_TIMEOUT), 0.0, self.max_timeout)
+        timeout = _number(
+            args, "timeout", min(self.max_timeout, _DEFAULT_TIMEOUT), 0.0, self.max_timeout
+        )
         job.timeout = timeout
         _number(args, "wait", 0.0, 0.0, timeout)
         engine = args.get("engine") or "webkit"
@@ -724,7 +779,11 @@ class MockSplashServer:
         if job.endpoint in ("/execute", "/run"):
             source = args.get("lua_source")
             if source is None or source == "":
-                _raise("lua_source", "Required argument is missing: lua_source", type_="argument_required")
+                _raise(
+                    "lua_source",
+                    "Required argument is missing: lua_source",
+                    type_="argument_required",
+                )
             url = args.get("url")
             job.url = url if isinstance(url, str) and url else "about:blank"
         else:
@@ -743,7 +802,9 @@ class MockSplashServer:
     def _result(self, job: _Job) -> Response:
         """What a finished render answers: its fault, a page error, or content."""
         if job.fault is not None and job.fault != "latency":
-            return self._fault_answer(job.fault, job.fault_params, job.url, job.timeout, job.endpoint)
+            return self._fault_answer(
+                job.fault, job.fault_params, job.url, job.timeout, job.endpoint
+            )
         host = urlsplit(job.url).hostname or ""
         if host == "invalid" or host.endswith(".invalid"):
             return _error(
@@ -758,16 +819,22 @@ class MockSplashServer:
         self, mode: str, params: dict[str, Any], url: str, timeout: float, endpoint: str
     ) -> Response:
         if mode == "504":
-            return _error(504, "GlobalTimeoutError", "Timeout exceeded rendering page", {"timeout": timeout})
+            return _error(
+                504, "GlobalTimeoutError", "Timeout exceeded rendering page", {"timeout": timeout}
+            )
         if mode == "render-error":
             info = {"type": "HTTP", "code": 500, "text": "Internal Server Error", "url": url}
             return _error(502, "RenderError", "Error rendering page", info)
         if mode == "internal-error":
-            return _error(500, "InternalError", "Unhandled internal error", "mock fault: internal-error")
+            return _error(
+                500, "InternalError", "Unhandled internal error", "mock fault: internal-error"
+            )
         if mode == "internal-error-502":
-            return _error(502, "InternalError", "Unhandled internal error", "mock fault: internal-error-502")
+            return _error(
+                502, "InternalError", "Unhandled internal error", "mock fault: internal-error-502"
+            )
         if mode == "proxy-502":
-            return Response(502, _PROXY_502_BODY, "text/html", close=True)
+            return Response(502, _PROXY_502_BODY, "text/html")
         if mode == "die":
             return Response(raw=b"")
         if mode == "invalid-http":
@@ -775,7 +842,8 @@ class MockSplashServer:
         if mode == "truncate":
             body = self._page(url or endpoint).encode()[:100]
             head = (
-                f"HTTP/1.1 200 OK\r\nContent-Type: {_HTML}\r\nContent-Length: {_TRUNCATED_LENGTH}\r\n"
+                f"HTTP/1.1 200 OK\r\nContent-Type: {_HTML}\r\n"
+                f"Content-Length: {_TRUNCATED_LENGTH}\r\n"
                 f"X-Mock-Splash-Node: {self.name}\r\n\r\n"
             )
             return Response(raw=head.encode("latin-1") + body)
@@ -878,7 +946,7 @@ class MockSplashServer:
         )
 
 
-def _raise(argument: str, description: str, type_: str = "bad_argument", **extra: Any) -> None:
+def _raise(argument: str, description: str, type_: str = "bad_argument", **extra: Any) -> NoReturn:
     raise _BadOption({"type": type_, "argument": argument, "description": description, **extra})
 
 
@@ -908,7 +976,3 @@ def _flag(args: dict[str, Any], name: str) -> int:
     if not 0 <= number <= 1:
         _raise(name, "Argument is out of the allowed range", min=0, max=1, value=number)
     return number
-
-
-def _unused(_: Callable[..., Any]) -> None:  # pragma: no cover - keeps time import honest
-    time.monotonic()

@@ -1,0 +1,41 @@
+# One way to build, test and lint: the README and .ci/run both call these.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup install test test-rust test-python lint format demo clean
+
+# The virtualenv with the build and test tools; redone when the list changes.
+$(VENV)/.deps: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.deps
+
+# Builds the wheel (release) and installs it, as a user's `pip install .` does.
+install: setup
+	$(PY) -m pip install -q --no-build-isolation .
+
+test-rust:
+	cargo test --all-targets
+
+test-python: install
+	$(PY) -m pytest
+
+test: test-rust test-python
+
+lint: setup
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests
+	$(VENV)/bin/ruff format --check python tests
+
+format: setup
+	cargo fmt
+	$(VENV)/bin/ruff format python tests
+	$(VENV)/bin/ruff check --fix python tests
+
+clean:
+	rm -rf $(VENV) target dist

@@ -1,0 +1,118 @@
+"""The Rust balancer core (the `_core` extension module)."""
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, final
+
+__version__: str
+
+Attempt = tuple[str, str, float]
+"""(node URL with the password masked, outcome, seconds) of one attempt."""
+
+class ClusterError(Exception):
+    """Base of every error of a cluster request."""
+
+    attempts: list[Attempt]
+    nodes: list[NodeSnapshot]
+
+class NoNodeAvailable(ClusterError):
+    """No node had a free slot within `queue_timeout`; `.nodes` tells why."""
+
+class AllAttemptsFailed(ClusterError):
+    """Every attempt failed by a node's fault and no retry was left."""
+
+class ClusterTimeout(ClusterError):
+    """The request's own `timeout` ran out, waiting or during an attempt."""
+
+class ClusterClosed(ClusterError):
+    """The cluster was closed before or while the request ran."""
+
+@final
+class NodeConfig:
+    """One node with its own limits; unset values take the cluster's defaults."""
+
+    url: str
+    maxconn: int | None
+    weight: int | None
+    def __init__(self, url: str, maxconn: int | None = None, weight: int | None = None) -> None: ...
+
+@final
+class NodeSnapshot:
+    """One node's state at one instant."""
+
+    url: str
+    state: str
+    """"UP", "GOING DOWN", "DOWN" or "COMING UP"."""
+    reason: str
+    since: float
+    in_flight: int
+    maxconn: int
+    weight: int
+    requests: int
+    responses: dict[str, int]
+    failures: int
+    render_timeouts: int
+    retries: int
+    redispatches: int
+    abandoned: int
+    downs: int
+    ups: int
+    last_probe_ok: bool | None
+    last_probe_detail: str | None
+    last_probe_latency: float | None
+    last_probe_age: float | None
+
+@final
+class Response:
+    """A node's answer to a cluster request."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> list[tuple[str, bytes]]: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def node(self) -> str: ...
+    @property
+    def attempts(self) -> list[Attempt]: ...
+
+@final
+class SplashCluster:
+    """A cluster of Splash nodes behind one least-conn balancer with health
+    probes, an admission queue and retries with redispatch."""
+
+    def __init__(
+        self,
+        nodes: Iterable[str | NodeConfig],
+        *,
+        maxconn: int = 5,
+        weight: int = 1,
+        retries: int = 3,
+        queue_timeout: float = 60.0,
+        health_interval: float = 2.0,
+        health_timeout: float = 1.0,
+        health_path: str = "/_ping",
+        fall: int = 3,
+        rise: int = 2,
+        error_limit: int = 3,
+        connect_timeout: float = 5.0,
+    ) -> None: ...
+    async def request(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None,
+        body: bytes | None = None,
+        timeout: float = 60.0,
+    ) -> Response: ...
+    def nodes(self) -> list[NodeSnapshot]: ...
+    def queue(self) -> dict[str, Any]: ...
+    async def close(self, abort: bool = False) -> None: ...
+    async def __aenter__(self) -> SplashCluster: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

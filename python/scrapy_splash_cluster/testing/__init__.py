@@ -1,0 +1,82 @@
+"""Mock Splash nodes for testing a balancer without browsers.
+
+A mock node speaks Splash 3.5's HTTP API on a render port (``/render.html``,
+``.png``, ``.jpeg``, ``.json``, ``.har``, ``/execute``, ``/run``, ``/_ping``,
+``/_debug``), with Splash's argument checks, JSON errors, slots and internal
+queue, and answers every render with fixed content that names the url and the
+node (header ``X-Mock-Splash-Node``). It does not fetch pages or run Lua: a
+render takes the node's latency plus the ``wait`` argument; a url whose host
+ends in ``.invalid`` fails as an unresolvable host (502 RenderError). A second,
+control port serves stats and injects faults, and keeps working while the
+render port refuses connections.
+
+In pytest (the nodes are subprocesses, so tests can kill and freeze them)::
+
+    pytest_plugins = ["scrapy_splash_cluster.testing.fixtures"]
+
+    def test_failover(splash_nodes):
+        a, b = splash_nodes(2, slots=5, latency=0.05)
+        a.set_fault("die")              # a drops every render request
+        ...                             # send through the balancer to a.url, b.url
+        assert b.stats()["completed"] > 0
+        a.kill(); a.restart()           # or a.freeze() / a.unfreeze()
+
+Without pytest: ``nodes = start_nodes(3)`` then ``stop_nodes(nodes)``, or
+``with MockSplashNode("node-1") as node: ...``. From a shell::
+
+    python -m scrapy_splash_cluster.testing --port 8050 --slots 5 --latency 0.2
+
+prints ``MOCK-SPLASH READY name=... port=... control_port=... pid=...``.
+
+Control port (``node.control_port``, all JSON):
+
+* ``GET /stats``: ``requests`` (render requests received), ``by_endpoint``,
+  ``pings``, ``in_progress`` (received, not answered: queued or rendering) and
+  ``max_in_progress``, ``active`` (rendering) and ``max_active``, ``queued``,
+  ``completed`` (answered with a whole HTTP response, any status),
+  ``cancelled`` (the client went away), ``dropped`` (a fault closed or broke
+  the connection), ``statuses`` (``{"200": n, ...}``), ``log`` (the last 1000
+  render requests: endpoint, url, status, method; status is a fault name such
+  as ``"die"`` or ``"cancelled"`` when no HTTP answer was sent), ``fault``.
+  Every render request ends as exactly one of completed, cancelled, dropped.
+* ``POST /reset``: zero the counters (not the fault).
+* ``POST /fault`` ``{"mode": MODE, "count": N or null, ...params}``; with a
+  count the fault applies to the next N render requests, then the node is back
+  to normal. ``MockSplashNode.set_fault(mode, count=None, **params)`` sends it.
+
+Fault modes (:data:`FAULT_MODES`):
+
+* ``none`` / ``clear``: normal; re-opens the render port after ``refuse``.
+* ``latency`` (param ``latency`` s): renders take that long.
+* ``504``, ``render-error`` (502 RenderError), ``internal-error`` (500),
+  ``internal-error-502``, ``proxy-502`` (HTML body, as nginx or HAProxy send),
+  ``truncate`` (Content-Length 10000, part of the body, close): the render
+  takes its slot and its time, then fails this way. They apply to requests
+  whose arguments are valid; a 400 is still a 400.
+* ``die`` (connection closed with no answer), ``hang`` (never answered, the
+  connection stays open), ``invalid-http`` (garbage instead of HTTP, param
+  ``garbage`` to choose it): applied as the render request arrives. ``die``
+  without a count also drops the renders in flight.
+* ``refuse``: the render port stops listening (ECONNREFUSED) and its
+  connections close; ``restart`` (param ``downtime``, default 0.5 s): the same,
+  then it listens again and the fault is back to ``none``.
+
+Render faults leave ``/_ping`` answering (a live process with a broken render
+pool), unless the mode is ``hang``, ``refuse`` or ``restart``, or the fault has
+``ping=True``.
+"""
+
+from ._handle import MockSplashNode, MockSplashNodeError, start_nodes, stop_nodes
+from ._node import FAULT_MODES, JPEG_BYTES, PNG_BYTES, RENDER_ENDPOINTS, MockSplashServer
+
+__all__ = [
+    "FAULT_MODES",
+    "JPEG_BYTES",
+    "PNG_BYTES",
+    "RENDER_ENDPOINTS",
+    "MockSplashNode",
+    "MockSplashNodeError",
+    "MockSplashServer",
+    "start_nodes",
+    "stop_nodes",
+]

@@ -1,0 +1,117 @@
+"""Command line: run one mock Splash node until SIGTERM or SIGINT.
+
+``python -m scrapy_splash_cluster.testing --port 8050 [--host 127.0.0.1]
+[--control-port 0] [--slots 20] [--max-timeout 90] [--latency 0.0] [--name NAME]``
+
+When both ports listen it prints exactly one line to stdout and flushes it::
+
+    MOCK-SPLASH READY name=<name> port=<port> control_port=<cport> pid=<pid>
+
+so a parent process (see :class:`MockSplashNode`) knows the ephemeral ports
+chosen for ``--port 0`` without polling. Nothing else is written to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+from ._node import MockSplashServer
+
+READY_PREFIX = "MOCK-SPLASH READY"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scrapy_splash_cluster.testing",
+        description="A mock Splash node: Splash's HTTP API, deterministic content, "
+        "fault injection on a control port.",
+    )
+    parser.add_argument(
+        "--port", type=int, default=8050, help="render port; 0 = ephemeral (default 8050)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address of both ports (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--control-port", type=int, default=0, help="control port; 0 = ephemeral (default)"
+    )
+    parser.add_argument(
+        "--slots", type=int, default=20, help="renders at once, as Splash's --slots (default 20)"
+    )
+    parser.add_argument(
+        "--max-timeout", type=float, default=90.0, help="largest `timeout` argument (default 90)"
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds each render takes (default 0)"
+    )
+    parser.add_argument(
+        "--name", default=None, help="node name, sent in X-Mock-Splash-Node (default node-PORT)"
+    )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="exit when this process is no longer our parent "
+        "(no orphaned nodes after a crashed test run)",
+    )
+    parser.add_argument(
+        "--bind-retry",
+        type=float,
+        default=2.0,
+        help="seconds to retry a busy fixed port, for restarts (default 2)",
+    )
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = MockSplashServer(
+        name=args.name or f"node-{args.port}",
+        host=args.host,
+        port=args.port,
+        control_port=args.control_port,
+        slots=args.slots,
+        max_timeout=args.max_timeout,
+        latency=args.latency,
+        bind_retry=args.bind_retry,
+    )
+    await server.start()
+    if args.name is None and args.port == 0:
+        server.name = f"node-{server.port}"
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    ports = f"port={server.port} control_port={server.control_port}"
+    print(f"{READY_PREFIX} name={server.name} {ports} pid={os.getpid()}", flush=True)
+    watcher = loop.create_task(_watch_parent(args.parent_pid, stop)) if args.parent_pid else None
+    try:
+        await stop.wait()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        await server.close()
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(0.5)
+    stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a node; returns the exit status (1 when it cannot listen)."""
+    args = _parser().parse_args(argv)
+    try:
+        asyncio.run(_serve(args))
+    except (OSError, ValueError) as exc:
+        print(f"mock-splash: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
