@@ -15,6 +15,7 @@ from scrapy_splash_cluster._core import (
     NodeSnapshot,
     NoNodeAvailable,
     Response,
+    ResponseTooLarge,
     SplashCluster,
     __version__,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "NodeConfig",
     "NodeSnapshot",
     "Response",
+    "ResponseTooLarge",
     "SplashCluster",
     "__version__",
 ]

@@ -24,6 +24,9 @@ class AllAttemptsFailed(ClusterError):
 class ClusterTimeout(ClusterError):
     """The request's own `timeout` ran out, waiting or during an attempt."""
 
+class ResponseTooLarge(ClusterError):
+    """The answer was larger than the request's `max_size`; the transfer was cut short."""
+
 class ClusterClosed(ClusterError):
     """The cluster was closed before or while the request ran."""
 
@@ -105,6 +108,7 @@ class SplashCluster:
         headers: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None,
         body: bytes | None = None,
         timeout: float = 60.0,
+        max_size: int | None = None,
     ) -> Response: ...
     def nodes(self) -> list[NodeSnapshot]: ...
     def queue(self) -> dict[str, Any]: ...

@@ -179,7 +179,8 @@ impl SplashCluster {
     }
 
     /// Sends a request to the cluster; an awaitable of `Response`.
-    #[pyo3(signature = (method, path, headers=None, body=None, timeout=60.0))]
+    #[pyo3(signature = (method, path, headers=None, body=None, timeout=60.0, max_size=None))]
+    #[allow(clippy::too_many_arguments)]
     fn request<'py>(
         &self,
         py: Python<'py>,
@@ -188,13 +189,18 @@ impl SplashCluster {
         headers: Option<&Bound<'py, PyAny>>,
         body: Option<Vec<u8>>,
         timeout: f64,
+        max_size: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let timeout = seconds("timeout", timeout)?;
+        let max_body = max_size
+            .map(|v| positive_int("max_size", v).map(|v| v as usize))
+            .transpose()?;
         let request = NodeRequest {
             method,
             path,
             headers: headers_from_py(headers)?,
             body: body.map(Bytes::from).unwrap_or_default(),
+            max_body,
         };
         request.validate().map_err(PyValueError::new_err)?;
         let cluster = Arc::clone(&self.cluster);

@@ -34,6 +34,12 @@ create_exception!(
 );
 create_exception!(
     scrapy_splash_cluster,
+    ResponseTooLarge,
+    ClusterError,
+    "The answer was larger than the request's max_size; the transfer was cut short."
+);
+create_exception!(
+    scrapy_splash_cluster,
     ClusterClosed,
     ClusterError,
     "The cluster was closed before or while the request ran."
@@ -50,6 +56,7 @@ pub fn to_py_err(py: Python<'_>, error: CoreError) -> PyErr {
         CoreError::AllAttemptsFailed { .. } => (AllAttemptsFailed::new_err(message), Vec::new()),
         CoreError::Timeout { nodes, .. } => (ClusterTimeout::new_err(message), nodes.clone()),
         CoreError::Closed { .. } => (ClusterClosed::new_err(message), Vec::new()),
+        CoreError::ResponseTooLarge { .. } => (ResponseTooLarge::new_err(message), Vec::new()),
         CoreError::InvalidRequest(_) => {
             return pyo3::exceptions::PyValueError::new_err(message);
         }
@@ -73,5 +80,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AllAttemptsFailed", py.get_type::<AllAttemptsFailed>())?;
     m.add("ClusterTimeout", py.get_type::<ClusterTimeout>())?;
     m.add("ClusterClosed", py.get_type::<ClusterClosed>())?;
+    m.add("ResponseTooLarge", py.get_type::<ResponseTooLarge>())?;
     Ok(())
 }

@@ -152,16 +152,18 @@ impl<T: Transport> Cluster<T> {
                     node: node_url,
                     attempts,
                 }),
-                (None, Outcome::DeadlineExceeded) => Err(ClusterError::Timeout {
-                    timeout,
-                    attempts,
-                    nodes: self.pool.snapshot(),
-                }),
-                (None, _) if Instant::now() >= deadline => Err(ClusterError::Timeout {
-                    timeout,
-                    attempts,
-                    nodes: self.pool.snapshot(),
-                }),
+                (None, Outcome::TooLarge(limit)) => {
+                    Err(ClusterError::ResponseTooLarge { limit, attempts })
+                }
+                (None, outcome)
+                    if outcome == Outcome::DeadlineExceeded || Instant::now() >= deadline =>
+                {
+                    Err(ClusterError::Timeout {
+                        timeout,
+                        attempts,
+                        nodes: self.pool.snapshot(),
+                    })
+                }
                 (None, _) => Err(ClusterError::AllAttemptsFailed { attempts }),
             };
         }
@@ -302,6 +304,7 @@ mod tests {
             path: "/render.html?url=x".into(),
             headers: Vec::new(),
             body: Default::default(),
+            max_body: None,
         }
     }
 

@@ -61,6 +61,13 @@ pub enum ClusterError {
         /// Attempts made until then.
         attempts: Vec<Attempt>,
     },
+    /// The answer was larger than the request's size limit.
+    ResponseTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+        /// Attempts made, the last being the one cut short.
+        attempts: Vec<Attempt>,
+    },
     /// The request cannot be sent as given (a bad header, method, path).
     InvalidRequest(String),
 }
@@ -72,7 +79,8 @@ impl ClusterError {
             ClusterError::NoNodeAvailable { attempts, .. }
             | ClusterError::AllAttemptsFailed { attempts }
             | ClusterError::Timeout { attempts, .. }
-            | ClusterError::Closed { attempts } => attempts,
+            | ClusterError::Closed { attempts }
+            | ClusterError::ResponseTooLarge { attempts, .. } => attempts,
             ClusterError::InvalidRequest(_) => &[],
         }
     }
@@ -133,6 +141,13 @@ impl fmt::Display for ClusterError {
                     write_list(f, attempts, ToString::to_string)?;
                 }
                 Ok(())
+            }
+            ClusterError::ResponseTooLarge { limit, attempts } => {
+                write!(
+                    f,
+                    "the answer is larger than the size limit of {limit} bytes; attempts: "
+                )?;
+                write_list(f, attempts, ToString::to_string)
             }
             ClusterError::InvalidRequest(why) => write!(f, "invalid request: {why}"),
         }

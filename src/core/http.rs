@@ -10,6 +10,7 @@ use std::error::Error as _;
 use std::io;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 
 use super::config::NodeEndpoint;
@@ -79,10 +80,7 @@ impl Transport for HttpTransport {
             .iter()
             .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
             .collect();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| classify_reqwest_error(&e))?;
+        let body = read_body(response, request.max_body).await?;
         Ok(NodeResponse {
             status,
             headers,
@@ -107,6 +105,38 @@ impl Transport for HttpTransport {
             .map_err(|e| classify_reqwest_error(&e))?;
         Ok(status)
     }
+}
+
+/// Reads the whole body, giving up (and dropping the connection) as soon as
+/// it is known to exceed `limit`: from Content-Length, or while streaming.
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: Option<usize>,
+) -> Result<Bytes, TransportError> {
+    let Some(limit) = limit else {
+        return response
+            .bytes()
+            .await
+            .map_err(|e| classify_reqwest_error(&e));
+    };
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(TransportError::TooLarge { limit });
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| classify_reqwest_error(&e))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(TransportError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Maps reqwest's error onto the kinds the outcome table knows, by walking

@@ -53,6 +53,8 @@ pub enum Outcome {
     Abandoned,
     /// The request's own timeout ran out during the attempt.
     DeadlineExceeded,
+    /// The answer was larger than the request's size limit.
+    TooLarge(usize),
 }
 
 /// What the core does about an outcome.
@@ -82,6 +84,8 @@ impl Outcome {
             // The request ran out of time; no time is left to retry, and a
             // short timeout of the caller's is no proof against the node.
             Outcome::DeadlineExceeded => (false, Blame::None),
+            // The page is too big wherever it renders.
+            Outcome::TooLarge(_) => (false, Blame::None),
         };
         Action { retry, blame }
     }
@@ -112,6 +116,7 @@ impl fmt::Display for Outcome {
             Outcome::NodeFailure(failure) => fmt::Display::fmt(failure, f),
             Outcome::Abandoned => f.write_str("abandoned: node marked DOWN"),
             Outcome::DeadlineExceeded => f.write_str("request timeout reached"),
+            Outcome::TooLarge(limit) => write!(f, "answer larger than {limit} bytes"),
         }
     }
 }
@@ -137,6 +142,7 @@ impl fmt::Display for NodeFailure {
 pub fn classify(result: &Result<NodeResponse, TransportError>) -> Outcome {
     match result {
         Ok(response) => classify_response(response.status, &response.body),
+        Err(TransportError::TooLarge { limit }) => Outcome::TooLarge(*limit),
         Err(error) => Outcome::NodeFailure(match error {
             TransportError::ConnectionRefused => NodeFailure::ConnectionRefused,
             TransportError::ConnectionReset => NodeFailure::ConnectionReset,
@@ -144,6 +150,7 @@ pub fn classify(result: &Result<NodeResponse, TransportError>) -> Outcome {
             TransportError::ClosedMidResponse => NodeFailure::ClosedMidResponse,
             TransportError::InvalidHttp => NodeFailure::InvalidHttp,
             TransportError::Other(text) => NodeFailure::Transport(text.clone()),
+            TransportError::TooLarge { .. } => unreachable!("classified above"),
         }),
     }
 }
@@ -286,6 +293,11 @@ mod tests {
             (classify(&Err(TransportError::InvalidHttp)), true, Failure),
             (Outcome::Abandoned, true, None),
             (Outcome::DeadlineExceeded, false, None),
+            (
+                classify(&Err(TransportError::TooLarge { limit: 10 })),
+                false,
+                None,
+            ),
         ];
         for (outcome, retry, blame) in rows {
             assert_eq!(outcome.action(), Action { retry, blame }, "{outcome}");

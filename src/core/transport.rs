@@ -18,6 +18,8 @@ pub struct NodeRequest {
     pub headers: Vec<(String, Vec<u8>)>,
     /// The body, cheap to clone for a retry.
     pub body: Bytes,
+    /// The largest answer body accepted, in bytes (Scrapy's DOWNLOAD_MAXSIZE).
+    pub max_body: Option<usize>,
 }
 
 /// A node's whole answer.
@@ -44,6 +46,11 @@ pub enum TransportError {
     ClosedMidResponse,
     /// The answer was not HTTP.
     InvalidHttp,
+    /// The answer's body is larger than the request allows.
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
     /// Anything else, with its text.
     Other(String),
 }

@@ -1,0 +1,536 @@
+"""The mock Splash node, over real sockets: API, queue, faults, process control.
+
+These tests pin the behaviour the balancer's own tests rely on: a mock that
+drifted from Splash (or whose faults stopped failing the way they claim) would
+make those tests pass for the wrong reasons.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from scrapy_splash_cluster.testing import (
+    JPEG_BYTES,
+    PNG_BYTES,
+    RENDER_ENDPOINTS,
+    MockSplashNode,
+    MockSplashNodeError,
+    start_nodes,
+    stop_nodes,
+)
+from scrapy_splash_cluster.testing.fixtures import SplashNodesFactory
+
+pytest_plugins = ["scrapy_splash_cluster.testing.fixtures"]
+
+PAGE = "http://example.com/page?a=1&b=<2>"
+
+
+class Reply:
+    """A whole answer, read off one connection."""
+
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self.status = response.status
+        self.headers = response.headers
+        self.body = response.read()
+
+    def json(self) -> Any:
+        assert self.headers["Content-Type"] == "application/json"
+        return json.loads(self.body)
+
+
+def request(
+    node: MockSplashNode,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> Reply:
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        return Reply(conn.getresponse())
+    finally:
+        conn.close()
+
+
+def get(node: MockSplashNode, path: str, timeout: float = 5.0) -> Reply:
+    return request(node, "GET", path, timeout=timeout)
+
+
+def post_json(node: MockSplashNode, path: str, data: Any, timeout: float = 5.0) -> Reply:
+    body = json.dumps(data).encode()
+    headers = {"Content-Type": "application/json"}
+    return request(node, "POST", path, body, headers, timeout=timeout)
+
+
+def render(node: MockSplashNode, client_timeout: float = 5.0, **args: Any) -> Reply:
+    """POST a render.html; ``args`` are Splash arguments (``timeout`` among them)."""
+    return post_json(node, "/render.html", {"url": PAGE, **args}, timeout=client_timeout)
+
+
+def raw_exchange(node: MockSplashNode, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send bytes, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", node.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.fixture
+def node(splash_nodes: SplashNodesFactory) -> MockSplashNode:
+    return splash_nodes(1)[0]
+
+
+# -- the Splash API ---------------------------------------------------------------
+
+
+def test_ping_and_debug(node: MockSplashNode) -> None:
+    reply = get(node, "/_ping")
+    assert reply.status == 200
+    data = reply.json()
+    assert data["status"] == "ok"
+    assert isinstance(data["maxrss"], int) and data["maxrss"] > 1024 * 1024
+    debug = get(node, "/_debug").json()
+    assert debug["active"] == [] and debug["qsize"] == 0
+    assert {"maxrss", "fds", "argcache"} <= set(debug)
+    assert node.stats()["pings"] == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_every_endpoint_renders(node: MockSplashNode, method: str) -> None:
+    for endpoint in RENDER_ENDPOINTS:
+        args = {"url": PAGE}
+        if endpoint in ("/execute", "/run"):
+            args["lua_source"] = "function main(splash) return splash:html() end"
+        if method == "GET":
+            from urllib.parse import urlencode
+
+            reply = get(node, f"{endpoint}?{urlencode(args)}")
+        else:
+            reply = post_json(node, endpoint, args)
+        assert reply.status == 200, (endpoint, reply.body)
+        assert reply.headers["X-Mock-Splash-Node"] == node.name
+        if endpoint == "/render.html":
+            assert reply.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert b"<title>Rendered http://example.com/page?a=1&amp;b=&lt;2&gt;</title>" in reply.body
+            assert f'<div id="node">{node.name}</div>'.encode() in reply.body
+        elif endpoint == "/render.png":
+            assert reply.headers["Content-Type"] == "image/png"
+            assert reply.body == PNG_BYTES and reply.body.startswith(b"\x89PNG\r\n\x1a\n")
+        elif endpoint == "/render.jpeg":
+            assert reply.headers["Content-Type"] == "image/jpeg"
+            assert reply.body == JPEG_BYTES and reply.body[:2] == b"\xff\xd8"
+        elif endpoint == "/render.json":
+            data = reply.json()
+            assert data["url"] == data["requestedUrl"] == PAGE
+            assert data["title"] == f"Rendered {PAGE}" and data["node"] == node.name
+            assert data["geometry"] == [0, 0, 1024, 768] and "html" not in data
+        elif endpoint == "/render.har":
+            log = reply.json()["log"]
+            assert log["version"] == "1.2" and log["creator"]["name"] == "mock-splash"
+            assert log["entries"][0]["request"]["url"] == PAGE and log["pages"]
+        else:
+            data = reply.json()
+            assert data["url"] == PAGE and data["node"] == node.name
+            assert data["cookies"] == [] and data["lua_source_length"] == len(args["lua_source"])
+            assert "rendered by mock splash" in data["html"]
+    stats = node.stats()
+    assert stats["requests"] == stats["completed"] == len(RENDER_ENDPOINTS)
+    assert stats["by_endpoint"] == dict.fromkeys(RENDER_ENDPOINTS, 1)
+    assert stats["log"][0] == {"endpoint": "/render.html", "url": PAGE, "status": 200, "method": method}
+
+
+def test_render_json_includes_and_execute_cookies(node: MockSplashNode) -> None:
+    data = post_json(node, "/render.json", {"url": PAGE, "html": 1, "png": 1, "jpeg": 1, "har": 1}).json()
+    assert "rendered by mock splash" in data["html"]
+    assert base64.b64decode(data["png"]) == PNG_BYTES
+    assert base64.b64decode(data["jpeg"]) == JPEG_BYTES
+    assert data["har"]["log"]["entries"]
+    cookies = [{"name": "session", "value": "1", "domain": "example.com"}]
+    data = post_json(node, "/execute", {"lua_source": "x", "url": PAGE, "cookies": cookies}).json()
+    assert data["cookies"] == cookies
+
+
+def test_argument_errors(node: MockSplashNode) -> None:
+    reply = request(node, "POST", "/render.html", b"url=x", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert reply.status == 415
+    err = reply.json()
+    assert err["error"] == 415 and err["type"] == "UnsupportedContentType"
+    assert "application/json" in err["info"]["supported"]
+
+    err = get(node, "/render.html").json()
+    assert err == {
+        "error": 400,
+        "type": "BadOption",
+        "description": "Incorrect HTTP API arguments",
+        "info": {
+            "type": "argument_required",
+            "argument": "url",
+            "description": "Required argument is missing: url",
+        },
+    }
+    err = post_json(node, "/execute", {"url": PAGE}).json()
+    assert err["info"]["argument"] == "lua_source" and err["info"]["type"] == "argument_required"
+
+    for timeout in ("soon", 91, -1):
+        err = render(node, timeout=timeout).json()
+        assert err["error"] == 400 and err["type"] == "BadOption", timeout
+        assert err["info"]["type"] == "bad_argument" and err["info"]["argument"] == "timeout"
+    err = render(node, timeout=1, wait=2).json()
+    assert err["info"]["argument"] == "wait"
+
+    headers = {"Content-Type": "application/json"}
+    err = request(node, "POST", "/render.html", b"{not json", headers).json()
+    assert err["error"] == 400 and err["type"] == "BadOption" and err["info"]["type"] == "invalid_json"
+
+    err = post_json(node, "/render.json", {"url": PAGE, "engine": "chromium"}).json()
+    assert err["error"] == 400 and err["info"]["argument"] == "engine"
+    assert render(node, engine="chromium").status == 200
+    assert node.stats()["statuses"] == {"415": 1, "400": 8, "200": 1}
+
+
+def test_invalid_host_is_a_render_error(node: MockSplashNode) -> None:
+    reply = post_json(node, "/render.html", {"url": "http://no-such-site.invalid/x"})
+    assert reply.status == 502
+    assert reply.json() == {
+        "error": 502,
+        "type": "RenderError",
+        "description": "Error rendering page",
+        "info": {
+            "type": "Network",
+            "code": 3,
+            "text": "Host no-such-site.invalid not found",
+            "url": "http://no-such-site.invalid/x",
+        },
+    }
+
+
+def test_unknown_path_and_bad_http(node: MockSplashNode) -> None:
+    assert get(node, "/nothing-here").status == 404
+    assert raw_exchange(node, b"NOT A REQUEST\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    assert raw_exchange(node, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    chunked = b"POST /render.html HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    assert raw_exchange(node, chunked).startswith(b"HTTP/1.1 501 ")
+
+
+def test_keep_alive_and_connection_close(node: MockSplashNode) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=5)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/render.html?url=http://a.example/")
+            response = conn.getresponse()
+            assert response.status == 200 and response.getheader("Connection") is None
+            response.read()
+    finally:
+        conn.close()
+    # Two pipelined requests, the second asking to close: both answered, then EOF.
+    data = raw_exchange(
+        node,
+        b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\nGET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert data.count(b"HTTP/1.1 200 OK") == 2 and b"Connection: close" in data
+
+
+# -- slots, queue, timeouts, cancellation -------------------------------------------
+
+
+def test_queue_timeout_gives_504(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, slots=1, latency=1.0)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(render, node)
+        time.sleep(0.2)
+        started = time.monotonic()
+        second = render(node, timeout=0.5)
+        elapsed = time.monotonic() - started
+        assert first.result().status == 200
+    assert second.status == 504
+    assert second.json() == {
+        "error": 504,
+        "type": "GlobalTimeoutError",
+        "description": "Timeout exceeded rendering page",
+        "info": {"timeout": 0.5},
+    }
+    assert 0.3 < elapsed < 0.9  # answered when its timeout expired, not after the first render
+    stats = node.stats()
+    assert stats["max_active"] == 1 and stats["max_in_progress"] == 2
+    assert stats["statuses"] == {"200": 1, "504": 1} and stats["in_progress"] == 0
+
+
+def test_slots_and_max_in_progress(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, slots=2, latency=0.3)
+    with ThreadPoolExecutor(5) as pool:
+        futures = [pool.submit(render, node) for _ in range(5)]
+        time.sleep(0.15)
+        debug = get(node, "/_debug").json()
+        replies = [f.result() for f in futures]
+    assert [r.status for r in replies] == [200] * 5
+    assert debug["qsize"] == 3 and debug["active"] == [PAGE, PAGE]
+    stats = node.stats()
+    assert stats["max_in_progress"] == 5 and stats["max_active"] == 2 and stats["completed"] == 5
+    assert stats["active"] == stats["in_progress"] == stats["queued"] == 0
+
+
+def test_wait_argument_adds_render_time(node: MockSplashNode) -> None:
+    started = time.monotonic()
+    assert render(node, wait=0.3).status == 200
+    assert time.monotonic() - started >= 0.3
+
+
+def test_client_disconnect_cancels_the_render(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, slots=1, latency=1.0)
+    with socket.create_connection(("127.0.0.1", node.port)) as sock:
+        sock.sendall(b"GET /render.html?url=http://a.example/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        assert node.stats()["active"] == 1
+    deadline = time.monotonic() + 2
+    while (stats := node.stats())["cancelled"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stats["cancelled"] == 1 and stats["active"] == 0 and stats["in_progress"] == 0
+    assert stats["completed"] == 0 and stats["log"][-1]["status"] == "cancelled"
+    # The slot is free again: the next render does not wait behind a ghost.
+    started = time.monotonic()
+    assert render(node).status == 200
+    assert time.monotonic() - started < 1.5
+
+
+# -- faults -------------------------------------------------------------------------
+
+
+def test_fault_refuse_and_clear(node: MockSplashNode) -> None:
+    node.set_fault("refuse")
+    with pytest.raises(ConnectionRefusedError):
+        get(node, "/_ping")
+    assert node.stats()["listening"] is False  # the control port still answers
+    node.clear_fault()
+    assert get(node, "/_ping").status == 200
+
+
+def test_fault_die(node: MockSplashNode) -> None:
+    node.set_fault("die")
+    with pytest.raises(http.client.RemoteDisconnected):
+        render(node)
+    assert get(node, "/_ping").status == 200  # the process is alive
+    node.set_fault("die", ping=True)
+    with pytest.raises(http.client.RemoteDisconnected):
+        get(node, "/_ping")
+    stats = node.stats()
+    assert stats["dropped"] == 1 and stats["log"][-1]["status"] == "die"
+
+
+def test_fault_die_drops_renders_in_flight(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, latency=2.0)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(render, node)
+        time.sleep(0.3)
+        node.set_fault("die")
+        with pytest.raises(http.client.RemoteDisconnected):
+            future.result(timeout=1.5)
+    stats = node.stats()
+    assert stats["dropped"] == 1 and stats["active"] == 0 and stats["in_progress"] == 0
+
+
+def test_fault_hang(node: MockSplashNode) -> None:
+    node.set_fault("hang")
+    with pytest.raises(TimeoutError):
+        render(node, client_timeout=0.3)
+    with pytest.raises(TimeoutError):
+        get(node, "/_ping", timeout=0.3)
+    node.clear_fault()
+    assert render(node).status == 200
+
+
+def test_fault_invalid_http(node: MockSplashNode) -> None:
+    node.set_fault("invalid-http")
+    with pytest.raises(http.client.BadStatusLine):
+        render(node)
+    node.set_fault("invalid-http", garbage="this is not http\r\n\r\n")
+    with pytest.raises(http.client.BadStatusLine):
+        render(node)
+
+
+def test_fault_truncate(node: MockSplashNode) -> None:
+    node.set_fault("truncate")
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=5)
+    try:
+        conn.request("GET", "/render.html?url=http://a.example/")
+        response = conn.getresponse()
+        assert response.status == 200 and response.getheader("Content-Length") == "10000"
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "type_"),
+    [
+        ("504", 504, "GlobalTimeoutError"),
+        ("render-error", 502, "RenderError"),
+        ("internal-error", 500, "InternalError"),
+        ("internal-error-502", 502, "InternalError"),
+    ],
+)
+def test_fault_error_answers(node: MockSplashNode, mode: str, status: int, type_: str) -> None:
+    node.set_fault(mode)
+    reply = render(node)
+    assert reply.status == status
+    assert reply.json()["type"] == type_
+    if mode == "render-error":
+        assert reply.json()["info"] == {"type": "HTTP", "code": 500, "text": "Internal Server Error", "url": PAGE}
+    assert get(node, "/_ping").status == 200  # render faults leave the ping alone
+
+
+def test_fault_proxy_502_is_html(node: MockSplashNode) -> None:
+    node.set_fault("proxy-502")
+    reply = render(node)
+    assert reply.status == 502
+    assert reply.headers["Content-Type"] == "text/html"
+    assert reply.body.startswith(b"<html><body><h1>502 Bad Gateway</h1>")
+
+
+def test_fault_count_applies_once(node: MockSplashNode) -> None:
+    assert node.set_fault("504", count=1) == {"mode": "504", "count_left": 1, "params": {}}
+    assert render(node).status == 504
+    assert render(node).status == 200
+    stats = node.stats()
+    assert stats["fault"] == "none" and stats["statuses"] == {"504": 1, "200": 1}
+    # A request with bad arguments is still a 400 and does not use up the count.
+    node.set_fault("render-error", count=1)
+    assert get(node, "/render.html").status == 400
+    assert render(node).status == 502
+
+
+def test_fault_latency(node: MockSplashNode) -> None:
+    node.set_fault("latency", latency=0.3)
+    started = time.monotonic()
+    assert render(node).status == 200
+    assert time.monotonic() - started >= 0.3
+    node.clear_fault()
+    started = time.monotonic()
+    assert render(node).status == 200
+    assert time.monotonic() - started < 0.25
+
+
+def test_fault_restart(node: MockSplashNode) -> None:
+    node.set_fault("restart", downtime=0.4)
+    with pytest.raises(ConnectionRefusedError):
+        get(node, "/_ping")
+    time.sleep(0.6)
+    assert render(node).status == 200
+    assert node.stats()["fault"] == "none"
+
+
+def test_unknown_fault_mode(node: MockSplashNode) -> None:
+    with pytest.raises(MockSplashNodeError, match="unknown fault mode 'explode'.*refuse"):
+        node.set_fault("explode")
+    with pytest.raises(MockSplashNodeError, match="count"):
+        node.set_fault("die", count=0)
+
+
+def test_reset_stats_keeps_the_fault(node: MockSplashNode) -> None:
+    node.set_fault("504")
+    render(node)
+    node.reset_stats()
+    stats = node.stats()
+    assert stats["requests"] == 0 and stats["log"] == [] and stats["statuses"] == {}
+    assert stats["fault"] == "504"
+
+
+# -- the process --------------------------------------------------------------------
+
+
+def test_kill_and_restart_on_the_same_port(node: MockSplashNode) -> None:
+    port, pid = node.port, node.pid
+    node.kill()
+    assert not node.running
+    with pytest.raises(ConnectionRefusedError):
+        get(node, "/_ping")
+    node.restart()
+    assert node.port == port and node.pid != pid and node.running
+    assert render(node).status == 200
+    node.restart()  # also from a running node
+    assert node.port == port and get(node, "/_ping").status == 200
+
+
+def test_freeze_and_unfreeze(node: MockSplashNode) -> None:
+    node.freeze()
+    assert node.frozen
+    with pytest.raises(TimeoutError):
+        get(node, "/_ping", timeout=0.3)  # connects (the kernel accepts), never answered
+    node.unfreeze()
+    assert get(node, "/_ping").status == 200
+
+
+def test_terminate_and_idempotent_stop(node: MockSplashNode) -> None:
+    node.freeze()
+    node.terminate()
+    assert not node.running
+    node.stop()
+    node.stop()
+
+
+def test_start_failure_reports_stderr(node: MockSplashNode) -> None:
+    clash = MockSplashNode("clash", port=node.port)
+    with pytest.raises(MockSplashNodeError, match="(?s)exited with status 1.*in use"):
+        clash.start()
+    assert not clash.running
+
+
+def test_start_nodes_without_pytest_fixture() -> None:
+    nodes = start_nodes(2, name_prefix="plain", latency=0.0)
+    try:
+        assert [n.name for n in nodes] == ["plain-1", "plain-2"]
+        assert len({n.port for n in nodes}) == 2
+        for n in nodes:
+            assert get(n, "/render.html?url=http://a.example/").headers["X-Mock-Splash-Node"] == n.name
+    finally:
+        stop_nodes(nodes)
+    assert not any(n.running for n in nodes)
+
+
+def test_fixture_names_run_on(splash_nodes: SplashNodesFactory) -> None:
+    first = splash_nodes(2)
+    second = splash_nodes(1, slots=3)
+    assert [n.name for n in first + second] == ["node-1", "node-2", "node-3"]
+    assert second[0].stats()["slots"] == 3
+
+
+def test_cli_prints_one_ready_line() -> None:
+    import os
+    import sys
+    from pathlib import Path
+
+    import scrapy_splash_cluster.testing as testing
+
+    env = dict(os.environ, PYTHONPATH=str(Path(testing.__file__).resolve().parents[2]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scrapy_splash_cluster.testing", "--port", "0", "--name", "cli"],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        assert line.startswith("MOCK-SPLASH READY name=cli port=")
+        assert f"pid={proc.pid}" in line
+        proc.terminate()
+        assert proc.wait(timeout=5) == 0
+        assert proc.stdout.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
