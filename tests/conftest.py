@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-
 from scrapy_splash_cluster import SplashCluster
 
 pytest_plugins = ["scrapy_splash_cluster.testing.fixtures"]

@@ -12,7 +12,6 @@ from collections import Counter
 from urllib.parse import quote
 
 import pytest
-
 from scrapy_splash_cluster import (
     AllAttemptsFailed,
     ClusterClosed,

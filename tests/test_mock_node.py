@@ -7,6 +7,7 @@ make those tests pass for the wrong reasons.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
@@ -14,20 +15,24 @@ import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-
 from scrapy_splash_cluster.testing import (
     JPEG_BYTES,
     PNG_BYTES,
     RENDER_ENDPOINTS,
     MockSplashNode,
     MockSplashNodeError,
+    MockSplashServer,
     start_nodes,
     stop_nodes,
 )
-from scrapy_splash_cluster.testing.fixtures import SplashNodesFactory
+
+if TYPE_CHECKING:
+    # Not imported at run time: pytest_plugins below imports the plugin, and an
+    # earlier import would escape pytest's assertion rewriting (a warning).
+    from scrapy_splash_cluster.testing.fixtures import SplashNodesFactory
 
 pytest_plugins = ["scrapy_splash_cluster.testing.fixtures"]
 
@@ -124,7 +129,9 @@ def test_every_endpoint_renders(node: MockSplashNode, method: str) -> None:
         assert reply.headers["X-Mock-Splash-Node"] == node.name
         if endpoint == "/render.html":
             assert reply.headers["Content-Type"] == "text/html; charset=utf-8"
-            assert b"<title>Rendered http://example.com/page?a=1&amp;b=&lt;2&gt;</title>" in reply.body
+            assert (
+                b"<title>Rendered http://example.com/page?a=1&amp;b=&lt;2&gt;</title>" in reply.body
+            )
             assert f'<div id="node">{node.name}</div>'.encode() in reply.body
         elif endpoint == "/render.png":
             assert reply.headers["Content-Type"] == "image/png"
@@ -149,11 +156,18 @@ def test_every_endpoint_renders(node: MockSplashNode, method: str) -> None:
     stats = node.stats()
     assert stats["requests"] == stats["completed"] == len(RENDER_ENDPOINTS)
     assert stats["by_endpoint"] == dict.fromkeys(RENDER_ENDPOINTS, 1)
-    assert stats["log"][0] == {"endpoint": "/render.html", "url": PAGE, "status": 200, "method": method}
+    assert stats["log"][0] == {
+        "endpoint": "/render.html",
+        "url": PAGE,
+        "status": 200,
+        "method": method,
+    }
 
 
 def test_render_json_includes_and_execute_cookies(node: MockSplashNode) -> None:
-    data = post_json(node, "/render.json", {"url": PAGE, "html": 1, "png": 1, "jpeg": 1, "har": 1}).json()
+    data = post_json(
+        node, "/render.json", {"url": PAGE, "html": 1, "png": 1, "jpeg": 1, "har": 1}
+    ).json()
     assert "rendered by mock splash" in data["html"]
     assert base64.b64decode(data["png"]) == PNG_BYTES
     assert base64.b64decode(data["jpeg"]) == JPEG_BYTES
@@ -164,7 +178,13 @@ def test_render_json_includes_and_execute_cookies(node: MockSplashNode) -> None:
 
 
 def test_argument_errors(node: MockSplashNode) -> None:
-    reply = request(node, "POST", "/render.html", b"url=x", {"Content-Type": "application/x-www-form-urlencoded"})
+    reply = request(
+        node,
+        "POST",
+        "/render.html",
+        b"url=x",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert reply.status == 415
     err = reply.json()
     assert err["error"] == 415 and err["type"] == "UnsupportedContentType"
@@ -193,7 +213,9 @@ def test_argument_errors(node: MockSplashNode) -> None:
 
     headers = {"Content-Type": "application/json"}
     err = request(node, "POST", "/render.html", b"{not json", headers).json()
-    assert err["error"] == 400 and err["type"] == "BadOption" and err["info"]["type"] == "invalid_json"
+    assert (
+        err["error"] == 400 and err["type"] == "BadOption" and err["info"]["type"] == "invalid_json"
+    )
 
     err = post_json(node, "/render.json", {"url": PAGE, "engine": "chromium"}).json()
     assert err["error"] == 400 and err["info"]["argument"] == "engine"
@@ -221,7 +243,9 @@ def test_unknown_path_and_bad_http(node: MockSplashNode) -> None:
     assert get(node, "/nothing-here").status == 404
     assert raw_exchange(node, b"NOT A REQUEST\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert raw_exchange(node, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").startswith(b"HTTP/1.1 400 ")
-    chunked = b"POST /render.html HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    chunked = (
+        b"POST /render.html HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
     assert raw_exchange(node, chunked).startswith(b"HTTP/1.1 501 ")
 
 
@@ -236,10 +260,8 @@ def test_keep_alive_and_connection_close(node: MockSplashNode) -> None:
     finally:
         conn.close()
     # Two pipelined requests, the second asking to close: both answered, then EOF.
-    data = raw_exchange(
-        node,
-        b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\nGET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
+    ping = b"GET /_ping HTTP/1.1\r\nHost: x\r\n"
+    data = raw_exchange(node, ping + b"\r\n" + ping + b"Connection: close\r\n\r\n")
     assert data.count(b"HTTP/1.1 200 OK") == 2 and b"Connection: close" in data
 
 
@@ -269,16 +291,16 @@ def test_queue_timeout_gives_504(splash_nodes: SplashNodesFactory) -> None:
 
 
 def test_slots_and_max_in_progress(splash_nodes: SplashNodesFactory) -> None:
-    (node,) = splash_nodes(1, slots=2, latency=0.3)
-    with ThreadPoolExecutor(5) as pool:
-        futures = [pool.submit(render, node) for _ in range(5)]
-        time.sleep(0.15)
+    (node,) = splash_nodes(1, slots=2, latency=0.5)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(render, node) for _ in range(4)]
+        time.sleep(0.25)
         debug = get(node, "/_debug").json()
         replies = [f.result() for f in futures]
-    assert [r.status for r in replies] == [200] * 5
-    assert debug["qsize"] == 3 and debug["active"] == [PAGE, PAGE]
+    assert [r.status for r in replies] == [200] * 4
+    assert debug["qsize"] == 2 and debug["active"] == [PAGE, PAGE]
     stats = node.stats()
-    assert stats["max_in_progress"] == 5 and stats["max_active"] == 2 and stats["completed"] == 5
+    assert stats["max_in_progress"] == 4 and stats["max_active"] == 2 and stats["completed"] == 4
     assert stats["active"] == stats["in_progress"] == stats["queued"] == 0
 
 
@@ -315,6 +337,19 @@ def test_fault_refuse_and_clear(node: MockSplashNode) -> None:
     assert node.stats()["listening"] is False  # the control port still answers
     node.clear_fault()
     assert get(node, "/_ping").status == 200
+
+
+def test_fault_refuse_closes_pooled_connections(node: MockSplashNode) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=5)
+    try:
+        conn.request("GET", "/_ping")
+        conn.getresponse().read()
+        node.set_fault("refuse")
+        with pytest.raises(ConnectionError):
+            conn.request("GET", "/_ping")
+            conn.getresponse()
+    finally:
+        conn.close()
 
 
 def test_fault_die(node: MockSplashNode) -> None:
@@ -388,7 +423,12 @@ def test_fault_error_answers(node: MockSplashNode, mode: str, status: int, type_
     assert reply.status == status
     assert reply.json()["type"] == type_
     if mode == "render-error":
-        assert reply.json()["info"] == {"type": "HTTP", "code": 500, "text": "Internal Server Error", "url": PAGE}
+        assert reply.json()["info"] == {
+            "type": "HTTP",
+            "code": 500,
+            "text": "Internal Server Error",
+            "url": PAGE,
+        }
     assert get(node, "/_ping").status == 200  # render faults leave the ping alone
 
 
@@ -433,7 +473,7 @@ def test_fault_restart(node: MockSplashNode) -> None:
 
 
 def test_unknown_fault_mode(node: MockSplashNode) -> None:
-    with pytest.raises(MockSplashNodeError, match="unknown fault mode 'explode'.*refuse"):
+    with pytest.raises(MockSplashNodeError, match=r"unknown fault mode 'explode'.*refuse"):
         node.set_fault("explode")
     with pytest.raises(MockSplashNodeError, match="count"):
         node.set_fault("die", count=0)
@@ -483,7 +523,7 @@ def test_terminate_and_idempotent_stop(node: MockSplashNode) -> None:
 
 def test_start_failure_reports_stderr(node: MockSplashNode) -> None:
     clash = MockSplashNode("clash", port=node.port)
-    with pytest.raises(MockSplashNodeError, match="(?s)exited with status 1.*in use"):
+    with pytest.raises(MockSplashNodeError, match=r"(?s)exited with status 1.*in use"):
         clash.start()
     assert not clash.running
 
@@ -494,7 +534,9 @@ def test_start_nodes_without_pytest_fixture() -> None:
         assert [n.name for n in nodes] == ["plain-1", "plain-2"]
         assert len({n.port for n in nodes}) == 2
         for n in nodes:
-            assert get(n, "/render.html?url=http://a.example/").headers["X-Mock-Splash-Node"] == n.name
+            assert (
+                get(n, "/render.html?url=http://a.example/").headers["X-Mock-Splash-Node"] == n.name
+            )
     finally:
         stop_nodes(nodes)
     assert not any(n.running for n in nodes)
@@ -505,6 +547,25 @@ def test_fixture_names_run_on(splash_nodes: SplashNodesFactory) -> None:
     second = splash_nodes(1, slots=3)
     assert [n.name for n in first + second] == ["node-1", "node-2", "node-3"]
     assert second[0].stats()["slots"] == 3
+
+
+@pytest.mark.asyncio
+async def test_in_process_server() -> None:
+    server = MockSplashServer(name="inproc", slots=1, latency=0.05)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /render.html?url=http://a.example/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"X-Mock-Splash-Node: inproc" in head
+        writer.close()
+        await writer.wait_closed()
+        await server.set_fault({"mode": "refuse"})
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", server.port)
+        assert server.stats()["completed"] == 1
+    finally:
+        await server.close()
 
 
 def test_cli_prints_one_ready_line() -> None:

@@ -61,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bind-retry",
         type=float,
-        default=2.0,
-        help="seconds to retry a busy fixed port, for restarts (default 2)",
+        default=0.5,
+        help="seconds to retry a busy fixed port, for restarts (default 0.5)",
     )
     return parser
 

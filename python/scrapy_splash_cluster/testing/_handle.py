@@ -27,10 +27,24 @@ from typing import IO, Any
 
 __all__ = ["MockSplashNode", "MockSplashNodeError", "start_nodes", "stop_nodes"]
 
+# The child runs ``scrapy_splash_cluster.testing`` as ``__main__`` (the same
+# code as ``python -m scrapy_splash_cluster.testing``) behind a bare parent
+# package, so that it does not execute ``scrapy_splash_cluster/__init__.py``:
+# that imports the compiled balancer (tens of MB in a debug build), which a
+# mock node does not use and must not depend on; a node must start while the
+# extension is missing, stale or being rebuilt.
+_BOOTSTRAP = """\
+import runpy, sys, types
+package = types.ModuleType("scrapy_splash_cluster")
+package.__path__ = [sys.argv.pop(1)]
+sys.modules["scrapy_splash_cluster"] = package
+runpy.run_module("scrapy_splash_cluster.testing", run_name="__main__", alter_sys=True)
+"""
 _READY_RE = re.compile(rb"^MOCK-SPLASH READY name=(.*) port=(\d+) control_port=(\d+) pid=(\d+)\s*$")
 # The directory holding the ``scrapy_splash_cluster`` package, put first on the
 # child's PYTHONPATH so it imports this very copy, wherever the tests found it.
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_PACKAGE_ROOT = str(_PACKAGE_DIR.parent)
 _CONTROL_TIMEOUT = 5.0
 _STOP_GRACE = 5.0
 
@@ -42,8 +56,9 @@ class MockSplashNodeError(RuntimeError):
 class MockSplashNode:
     """A mock Splash node in a child process, plus the means to hurt it.
 
-    ``start()`` spawns ``python -m scrapy_splash_cluster.testing`` and waits for
-    its READY line; ``url`` is then the base URL to give a balancer. ``port=0``
+    ``start()`` spawns the command line node (``python -m
+    scrapy_splash_cluster.testing``, see ``_BOOTSTRAP``) and waits for its
+    READY line; ``url`` is then the base URL to give a balancer. ``port=0``
     picks an ephemeral port at the first start; ``restart()`` reuses it.
     """
 
@@ -137,8 +152,9 @@ class MockSplashNode:
         port = self._port or self._requested_port
         cmd = [
             sys.executable,
-            "-m",
-            "scrapy_splash_cluster.testing",
+            "-c",
+            _BOOTSTRAP,
+            str(_PACKAGE_DIR),
             "--name",
             self._name,
             "--host",

@@ -14,7 +14,7 @@ order, one at a time). A malformed request gets 400 and the connection is
 closed; a ``Transfer-Encoding`` body (chunked) gets 501, because Splash's
 clients never send one and a mock that guessed would hide bugs.
 
-An application implements :class:`HttpApp`: ``handle`` returns a
+An :class:`HttpApp` wraps a handler function: it returns a
 :class:`Response` to send now, an ``asyncio`` future (a task) whose result is
 sent when it finishes, or ``None`` when the application has already dealt with
 the connection (closed it, or left it hanging on purpose).
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import unquote
@@ -82,14 +83,18 @@ class HttpError(Exception):
         self.message = message
 
 
+Handler = Callable[["Connection", Request], "Response | asyncio.Future[Response | None] | None"]
+
+
 class HttpApp:
-    """Base of the applications served by :class:`Connection`.
+    """One listening port's application: its handler and its connections.
 
     Keeps the set of open connections so that a fault can close them all, and
     the header bytes added to every answer (the node's name, for instance).
     """
 
-    def __init__(self, extra_headers: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(self, handler: Handler, extra_headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self.handle = handler
         self.connections: set[Connection] = set()
         self.extra_header_bytes = b""
         self.set_extra_headers(extra_headers)
@@ -97,12 +102,6 @@ class HttpApp:
     def set_extra_headers(self, headers: tuple[tuple[str, str], ...]) -> None:
         """Set the headers added to every answer."""
         self.extra_header_bytes = "".join(f"{k}: {v}\r\n" for k, v in headers).encode("latin-1")
-
-    def handle(
-        self, conn: Connection, request: Request
-    ) -> Response | asyncio.Future[Response | None] | None:
-        """Answer one request (see the module docstring for the return kinds)."""
-        raise NotImplementedError
 
     def protocol(self) -> Connection:
         """Protocol factory for ``loop.create_server``."""

@@ -42,12 +42,13 @@ import json
 import os
 import resource
 import sys
+import time
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
 from ._http import Connection, HttpApp, Request, Response
 
-__all__ = ["FAULT_MODES", "RENDER_ENDPOINTS", "MockSplashServer"]
+__all__ = ["FAULT_MODES", "JPEG_BYTES", "PNG_BYTES", "RENDER_ENDPOINTS", "MockSplashServer"]
 
 RENDER_ENDPOINTS = (
     "/render.html",
@@ -213,28 +214,6 @@ class _Job:
         self.timer: asyncio.TimerHandle | None = None
 
 
-class _RenderApp(HttpApp):
-    def __init__(self, node: MockSplashServer) -> None:
-        super().__init__((("X-Mock-Splash-Node", node.name),))
-        self.node = node
-
-    def handle(
-        self, conn: Connection, request: Request
-    ) -> Response | asyncio.Future[Response | None] | None:
-        return self.node._handle_render_port(conn, request)
-
-
-class _ControlApp(HttpApp):
-    def __init__(self, node: MockSplashServer) -> None:
-        super().__init__()
-        self.node = node
-
-    def handle(
-        self, conn: Connection, request: Request
-    ) -> Response | asyncio.Future[Response | None] | None:
-        return self.node._handle_control(request)
-
-
 class MockSplashServer:
     """A mock Splash node in the running asyncio loop: render port + control port.
 
@@ -252,7 +231,7 @@ class MockSplashServer:
         slots: int = 20,
         max_timeout: float = 90.0,
         latency: float = 0.0,
-        bind_retry: float = 2.0,
+        bind_retry: float = 0.5,
     ) -> None:
         if not name or not name.isprintable() or not name.isascii():
             raise ValueError(f"name must be printable ASCII, got {name!r}")
@@ -270,8 +249,8 @@ class MockSplashServer:
         self._port = port
         self._control_port = control_port
         self._bind_retry = bind_retry
-        self._render_app = _RenderApp(self)
-        self._control_app = _ControlApp(self)
+        self._render_app = HttpApp(self._handle_render_port, (("X-Mock-Splash-Node", name),))
+        self._control_app = HttpApp(self._handle_control)
         self._render_server: asyncio.Server | None = None
         self._control_server: asyncio.Server | None = None
         self._reopen_task: asyncio.Task[None] | None = None
@@ -391,7 +370,6 @@ class MockSplashServer:
         if mode == "clear":
             mode = "none"
 
-        previous = self._fault
         self._fault, self._fault_params, self._fault_left = mode, spec, count
         if mode == "none":
             self._fault_params, self._fault_left = {}, None
@@ -411,11 +389,15 @@ class MockSplashServer:
             if mode == "die" and count is None:
                 for job in list(self._jobs):
                     job.conn.drop("die")
+            # Any other mode listens (after refuse, too); during a restart's
+            # downtime only none/clear cuts the downtime short.
             restarting = self._reopen_task is not None and not self._reopen_task.done()
-            if previous == "refuse" or (mode == "none" and restarting):
-                if self._reopen_task is not None:
-                    self._reopen_task.cancel()
-                    self._reopen_task = None
+            if restarting and mode == "none":
+                assert self._reopen_task is not None
+                self._reopen_task.cancel()
+                self._reopen_task = None
+                restarting = False
+            if not restarting:
                 await self._open_render_port()
         return self.fault_info()
 
@@ -483,7 +465,9 @@ class MockSplashServer:
 
     # -- control port ----------------------------------------------------------
 
-    def _handle_control(self, request: Request) -> Response | asyncio.Future[Response | None]:
+    def _handle_control(
+        self, conn: Connection, request: Request
+    ) -> Response | asyncio.Future[Response | None]:
         route = (request.method, request.path)
         if route == ("GET", "/stats"):
             return _json(self.stats())
@@ -499,7 +483,9 @@ class MockSplashServer:
                 return _json({"error": f"invalid JSON: {exc}"}, 400)
             if not isinstance(spec, dict):
                 return _json({"error": "the body must be a JSON object"}, 400)
-            return self._spawn(self._control_fault(spec))
+            # Shielded: a control client that hangs up must not leave a fault
+            # half applied (the render port closed and never re-opened).
+            return asyncio.shield(self._spawn(self._control_fault(spec)))
         if request.path in ("/stats", "/reset", "/fault"):
             return _json({"error": "method not allowed"}, 405)
         return _json(
@@ -581,6 +567,12 @@ class MockSplashServer:
             "url": None,
             "status": None,
             "method": request.method,
+            # Wall-clock arrival, comparable across processes: tests measure
+            # the spacing Scrapy's download slots put between renders.
+            "received_at": time.time(),
+            # What the balancer sent as credentials, so tests can check that
+            # a node gets its own and no other.
+            "authorization": request.headers.get("authorization"),
         }
         stats.log.append(entry)
         job = _Job(conn, endpoint, entry)
@@ -589,6 +581,10 @@ class MockSplashServer:
         if isinstance(parsed, dict):
             url = parsed.get("url")
             entry["url"] = url if isinstance(url, str) else None
+            # Small arguments only: a 10 KB Lua source has no place in stats.
+            entry["args"] = {
+                k: v for k, v in parsed.items() if len(json.dumps(v, default=str)) <= 2000
+            }
 
         taken = self._take_fault(_CONNECTION_FAULTS)
         if taken is not None:

@@ -1,0 +1,117 @@
+"""From a Scrapy request carrying ``meta["splash"]`` to the HTTP call a Splash
+node takes: the endpoint, the JSON arguments, the node's own headers.
+
+Pure functions, no I/O: the middleware validates with them before the
+download slot, the handler sends what they build.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from scrapy import Request
+from scrapy.http.headers import Headers
+
+from scrapy_splash_cluster.request import ENDPOINTS, SlotPolicy
+
+__all__ = ["SplashCall", "build_call", "is_splash_request", "splash_options"]
+
+
+class SplashRequestError(ValueError):
+    """A request's ``meta["splash"]`` cannot be sent; the message says why."""
+
+
+@dataclass(frozen=True)
+class SplashCall:
+    """What goes to a node for one Scrapy request."""
+
+    endpoint: str
+    args: dict[str, Any]
+    headers: dict[str, str]
+
+    @property
+    def path(self) -> str:
+        return "/" + self.endpoint
+
+    @property
+    def body(self) -> bytes:
+        return json.dumps(self.args, ensure_ascii=False, sort_keys=True).encode()
+
+
+def is_splash_request(request: Request) -> bool:
+    """Whether the request is for Splash."""
+    return bool(request.meta.get("splash"))
+
+
+def splash_options(request: Request) -> dict[str, Any]:
+    """``meta["splash"]``, checked for shape."""
+    options = request.meta.get("splash")
+    if not isinstance(options, dict):
+        raise SplashRequestError(
+            f'{request}: meta["splash"] must be a dict like '
+            f'{{"endpoint": "render.html", "args": {{...}}}}, not {type(options).__name__}'
+        )
+    return options
+
+
+def _headers_to_dict(headers: Headers) -> dict[str, str]:
+    return {
+        name.decode("latin-1"): b",".join(values).decode("latin-1")
+        for name, values in headers.items()
+        if values
+    }
+
+
+def build_call(request: Request) -> SplashCall:
+    """The node call for a Splash request, as scrapy-splash built it: the
+    Splash arguments from ``meta["splash"]["args"]``, with the page's URL,
+    method, body and headers filled in from the request where not given."""
+    options = splash_options(request)
+    endpoint = str(options.get("endpoint") or "render.html").strip("/")
+    if endpoint not in ENDPOINTS:
+        raise SplashRequestError(
+            f"{request}: unknown Splash endpoint {endpoint!r}; "
+            f"expected one of {', '.join(ENDPOINTS)}"
+        )
+    slot_policy = options.get("slot_policy", SlotPolicy.PER_DOMAIN)
+    if slot_policy not in SlotPolicy.ALL:
+        raise SplashRequestError(
+            f"{request}: unknown slot_policy {slot_policy!r}; expected one of "
+            f"{', '.join(SlotPolicy.ALL)}"
+        )
+    args = options.get("args") or {}
+    if not isinstance(args, dict):
+        raise SplashRequestError(
+            f'{request}: meta["splash"]["args"] must be a dict of Splash arguments'
+        )
+    args = dict(args)
+    if not request.url.startswith("about:"):
+        args.setdefault("url", request.url)
+    if request.method != "GET":
+        args.setdefault("http_method", request.method)
+    if request.body:
+        args.setdefault("body", request.body.decode("utf-8", errors="replace"))
+    if not options.get("dont_send_headers"):
+        headers = _headers_to_dict(request.headers)
+        if headers:
+            args.setdefault("headers", headers)
+    node_headers = {"Content-Type": "application/json"}
+    for name, value in (options.get("splash_headers") or {}).items():
+        node_headers[str(name)] = value.decode() if isinstance(value, bytes) else str(value)
+    return SplashCall(endpoint=endpoint, args=args, headers=node_headers)
+
+
+def render_timeout(request: Request) -> float | None:
+    """The Splash ``timeout`` argument, if the request sets one."""
+    args = request.meta.get("splash", {}).get("args") or {}
+    if "timeout" not in args:
+        return None
+    try:
+        return float(args["timeout"])
+    except (TypeError, ValueError):
+        raise SplashRequestError(
+            f"{request}: the Splash timeout argument must be a number of seconds, "
+            f"not {args['timeout']!r}"
+        ) from None

@@ -1,0 +1,167 @@
+"""One cluster per crawler, shared by the middleware and every handler
+instance (Scrapy builds one handler per URL scheme: a cluster each would
+multiply every node's maxconn), with the crawl's stats and end-of-crawl log.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import weakref
+from typing import Any
+
+from scrapy import Request, signals
+from scrapy.crawler import Crawler
+from scrapy.http import Headers, Response
+from scrapy.utils.asyncio import is_asyncio_available
+
+from scrapy_splash_cluster._call import build_call
+from scrapy_splash_cluster._core import ClusterError, SplashCluster
+from scrapy_splash_cluster._settings import ClusterSettings, _label
+from scrapy_splash_cluster.exceptions import to_scrapy_error
+
+__all__ = ["STATS_PREFIX", "ClusterRuntime"]
+
+logger = logging.getLogger(__name__)
+
+STATS_PREFIX = "splash_cluster"
+
+_RUNTIMES: weakref.WeakKeyDictionary[Crawler, ClusterRuntime] = weakref.WeakKeyDictionary()
+
+
+class ClusterRuntime:
+    """The crawler's cluster and what it reports to Scrapy."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        if not is_asyncio_available():
+            raise RuntimeError(
+                "scrapy-splash-cluster needs Scrapy's asyncio reactor: set TWISTED_REACTOR = "
+                '"twisted.internet.asyncioreactor.AsyncioSelectorReactor" (the default since '
+                "Scrapy 2.13)"
+            )
+        self.crawler = crawler
+        self.settings = ClusterSettings.from_settings(crawler.settings)
+        self.cluster = SplashCluster(self.settings.nodes, **self.settings.cluster_kwargs())
+        self._labels = self.settings.node_labels
+        self._default_timeout = crawler.settings.getfloat("DOWNLOAD_TIMEOUT", 180.0)
+        self._maxsize = crawler.settings.getint("DOWNLOAD_MAXSIZE", 0)
+        self._warnsize = crawler.settings.getint("DOWNLOAD_WARNSIZE", 0)
+        self._closed = False
+        crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
+        logger.info(
+            "Splash cluster of %d node(s): %s (maxconn %d, retries %d, probes every %.1fs)",
+            len(self._labels),
+            ", ".join(n.url for n in self.cluster.nodes()),
+            self.settings.maxconn,
+            self.settings.retries,
+            self.settings.health_interval,
+        )
+
+    @classmethod
+    def of(cls, crawler: Crawler) -> ClusterRuntime:
+        """The crawler's runtime, made on first use."""
+        runtime = _RUNTIMES.get(crawler)
+        if runtime is None:
+            runtime = _RUNTIMES[crawler] = cls(crawler)
+        return runtime
+
+    def _inc(self, key: str, count: int = 1) -> None:
+        if self.crawler.stats is not None:
+            self.crawler.stats.inc_value(f"{STATS_PREFIX}/{key}", count)
+
+    async def send(self, request: Request) -> Response:
+        """Sends a Splash request through the cluster; the node's raw answer
+        comes back as a Response for the page's URL."""
+        call = build_call(request)
+        timeout = float(request.meta.get("download_timeout") or self._default_timeout)
+        maxsize = int(request.meta.get("download_maxsize", self._maxsize) or 0)
+        self._inc("requests")
+        try:
+            answer = await self.cluster.request(
+                "POST",
+                call.path,
+                headers=call.headers,
+                body=call.body,
+                timeout=timeout,
+                max_size=maxsize or None,
+            )
+        except ClusterError as error:
+            self._inc(f"errors/{type(error).__name__}")
+            self._count_attempts(error.attempts)
+            raise to_scrapy_error(error, request) from None
+        self._count_attempts(answer.attempts)
+        node = _label(answer.node)
+        self._inc(f"responses/{answer.status}")
+        self._inc(f"nodes/{node}/responses/{answer.status}")
+        body = answer.body
+        warnsize = int(request.meta.get("download_warnsize", self._warnsize) or 0)
+        if warnsize and len(body) > warnsize:
+            logger.warning(
+                "Received %d bytes from Splash node %s for %s, larger than the download warn "
+                "size (%d)",
+                len(body),
+                answer.node,
+                request,
+                warnsize,
+            )
+        request.meta["splash_cluster"] = {
+            "node": answer.node,
+            "real_url": f"{answer.node}{call.path}",
+            "attempts": answer.attempts,
+        }
+        if len(answer.attempts) > 1:
+            logger.debug("%s took %d attempts: %s", request, len(answer.attempts), answer.attempts)
+        return Response(
+            url=request.url,
+            status=answer.status,
+            headers=Headers(answer.headers),
+            body=body,
+            request=request,
+        )
+
+    def _count_attempts(self, attempts: list[tuple[str, str, float]]) -> None:
+        self._inc("attempts", len(attempts))
+        if len(attempts) > 1:
+            self._inc("retries", len(attempts) - 1)
+            redispatches = sum(1 for a, b in itertools.pairwise(attempts) if a[0] != b[0])
+            if redispatches:
+                self._inc("redispatches", redispatches)
+
+    def _spider_closed(self, spider: Any, reason: str) -> None:
+        stats = self.crawler.stats
+        queue = self.cluster.queue()
+        for node in self.cluster.nodes():
+            label = _label(node.url)
+            if stats is not None:
+                for key in (
+                    "requests",
+                    "failures",
+                    "render_timeouts",
+                    "retries",
+                    "redispatches",
+                    "abandoned",
+                    "downs",
+                    "ups",
+                ):
+                    stats.set_value(f"{STATS_PREFIX}/nodes/{label}/{key}", getattr(node, key))
+            logger.info(
+                "Splash node %s: %s, %d requests, %d node failures, %d 504s, %d retries here "
+                "(%d redispatched from other nodes), %d times DOWN",
+                node.url,
+                node.state,
+                node.requests,
+                node.failures,
+                node.render_timeouts,
+                node.retries,
+                node.redispatches,
+                node.downs,
+            )
+        if stats is not None:
+            stats.set_value(f"{STATS_PREFIX}/queue/waits", queue["waits"])
+            stats.set_value(f"{STATS_PREFIX}/queue/timeouts", queue["timeouts"])
+
+    async def close(self) -> None:
+        """Stops the probes; idempotent, as every handler instance calls it."""
+        if not self._closed:
+            self._closed = True
+            await self.cluster.close()

@@ -1,0 +1,200 @@
+"""The crawler's settings for the cluster, read and checked in one place.
+
+Every value is checked when the crawler starts: a bad one stops the crawl
+before its first request, with a message that names the setting, the value
+and what is expected. Defaults sit next to the reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from scrapy.settings import BaseSettings
+
+from scrapy_splash_cluster._core import NodeConfig
+from scrapy_splash_cluster.request import SlotPolicy
+
+__all__ = ["ClusterSettings", "SplashSettingsError"]
+
+
+class SplashSettingsError(ValueError):
+    """A setting of scrapy-splash-cluster has a value that cannot work."""
+
+
+def _fail(setting: str, value: Any, expected: str) -> SplashSettingsError:
+    return SplashSettingsError(f"invalid {setting}: {value!r}; expected {expected}")
+
+
+def _mask(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _int(settings: BaseSettings, name: str, default: int, minimum: int) -> int:
+    raw = settings.get(name, default)
+    try:
+        value = int(raw)
+        if str(value) != str(raw).strip() and not isinstance(raw, int):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise _fail(name, raw, f"an integer >= {minimum}") from None
+    if value < minimum:
+        raise _fail(name, raw, f"an integer >= {minimum}")
+    return value
+
+
+def _seconds(settings: BaseSettings, name: str, default: float) -> float:
+    raw = settings.get(name, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise _fail(name, raw, "a number of seconds greater than 0") from None
+    if not value > 0 or value == float("inf"):
+        raise _fail(name, raw, "a number of seconds greater than 0")
+    return value
+
+
+def _with_credentials(url: str, user: str | None, password: str | None) -> str:
+    """Puts SPLASH_USER / SPLASH_PASS into a node URL that has none of its own.
+    The core turns them into that node's Authorization header and nothing else."""
+    if user is None:
+        return url
+    parts = urlsplit(url)
+    if parts.username is not None or not parts.hostname:
+        return url
+    userinfo = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The validated settings of one crawler's cluster."""
+
+    nodes: list[str | NodeConfig]
+    maxconn: int
+    retries: int
+    queue_timeout: float
+    health_interval: float
+    health_timeout: float
+    health_path: str
+    fall: int
+    rise: int
+    error_limit: int
+    connect_timeout: float
+    slot_policy: str
+    extra_timeout: float
+    node_labels: list[str] = field(default_factory=list)
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for SplashCluster besides the nodes."""
+        return {
+            "maxconn": self.maxconn,
+            "retries": self.retries,
+            "queue_timeout": self.queue_timeout,
+            "health_interval": self.health_interval,
+            "health_timeout": self.health_timeout,
+            "health_path": self.health_path,
+            "fall": self.fall,
+            "rise": self.rise,
+            "error_limit": self.error_limit,
+            "connect_timeout": self.connect_timeout,
+        }
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> ClusterSettings:
+        user = settings.get("SPLASH_USER")
+        password = settings.get("SPLASH_PASS")
+        if password is not None and user is None:
+            raise SplashSettingsError(
+                "invalid SPLASH_PASS: set without SPLASH_USER; expected both or neither"
+            )
+        nodes = [_node(entry, i, user, password) for i, entry in enumerate(_node_entries(settings))]
+        maxconn = _int(settings, "SPLASH_CLUSTER_MAXCONN", 5, 1)
+        health_path = str(settings.get("SPLASH_CLUSTER_HEALTH_PATH", "/_ping"))
+        if not health_path.startswith("/"):
+            raise _fail("SPLASH_CLUSTER_HEALTH_PATH", health_path, "a path such as /_ping")
+        slot_policy = settings.get("SPLASH_SLOT_POLICY", SlotPolicy.PER_DOMAIN)
+        if slot_policy not in SlotPolicy.ALL:
+            raise _fail("SPLASH_SLOT_POLICY", slot_policy, f"one of {', '.join(SlotPolicy.ALL)}")
+        labels = [_label(n.url if isinstance(n, NodeConfig) else n) for n in nodes]
+        return cls(
+            nodes=nodes,
+            maxconn=maxconn,
+            retries=_int(settings, "SPLASH_CLUSTER_RETRIES", 3, 0),
+            queue_timeout=_seconds(settings, "SPLASH_CLUSTER_QUEUE_TIMEOUT", 60.0),
+            health_interval=_seconds(settings, "SPLASH_CLUSTER_HEALTH_INTERVAL", 2.0),
+            health_timeout=_seconds(settings, "SPLASH_CLUSTER_HEALTH_TIMEOUT", 1.0),
+            health_path=health_path,
+            fall=_int(settings, "SPLASH_CLUSTER_FALL", 3, 1),
+            rise=_int(settings, "SPLASH_CLUSTER_RISE", 2, 1),
+            error_limit=_int(settings, "SPLASH_CLUSTER_ERROR_LIMIT", 3, 1),
+            connect_timeout=_seconds(settings, "SPLASH_CLUSTER_CONNECT_TIMEOUT", 5.0),
+            slot_policy=slot_policy,
+            extra_timeout=_seconds(settings, "SPLASH_CLUSTER_EXTRA_TIMEOUT", 5.0),
+            node_labels=labels,
+        )
+
+
+def _label(url: str) -> str:
+    """A node's name in stats: host:port, never credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def _node_entries(settings: BaseSettings) -> list[Any]:
+    urls = settings.get("SPLASH_URLS")
+    if urls is None or urls == "" or urls == []:
+        single = settings.get("SPLASH_URL")
+        if not single:
+            raise SplashSettingsError(
+                "no Splash nodes: set SPLASH_URLS to a list of node URLs, such as "
+                '["http://127.0.0.1:8050", "http://127.0.0.1:8051"] (or SPLASH_URL for one node)'
+            )
+        return [single]
+    if isinstance(urls, str):
+        entries = [u.strip() for u in urls.split(",")]
+        if not all(entries):
+            raise _fail("SPLASH_URLS", _mask(urls), "comma-separated node URLs, none empty")
+        return entries
+    if not isinstance(urls, list | tuple):
+        raise _fail("SPLASH_URLS", urls, "a list of node URLs or a comma-separated string")
+    return list(urls)
+
+
+def _node(entry: Any, index: int, user: str | None, password: str | None) -> str | NodeConfig:
+    setting = f"SPLASH_URLS[{index}]"
+    if isinstance(entry, str):
+        url = entry.strip()
+        _check_url(setting, url)
+        return _with_credentials(url, user, password)
+    if isinstance(entry, dict):
+        unknown = set(entry) - {"url", "maxconn", "weight"}
+        if unknown or "url" not in entry:
+            raise _fail(
+                setting,
+                {k: (_mask(v) if k == "url" else v) for k, v in entry.items()},
+                'a URL or a dict with "url" and optional "maxconn" and "weight"',
+            )
+        url = str(entry["url"]).strip()
+        _check_url(f"{setting}.url", url)
+        for key in ("maxconn", "weight"):
+            if key in entry and (not isinstance(entry[key], int) or entry[key] < 1):
+                raise _fail(f"{setting}.{key}", entry[key], "an integer >= 1")
+        return NodeConfig(
+            _with_credentials(url, user, password),
+            maxconn=entry.get("maxconn"),
+            weight=entry.get("weight"),
+        )
+    raise _fail(setting, entry, 'a URL or a dict with "url", "maxconn", "weight"')
+
+
+def _check_url(setting: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(setting, _mask(url), "an http:// or https:// URL such as http://127.0.0.1:8050")

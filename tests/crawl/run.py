@@ -1,0 +1,49 @@
+"""Runs one real crawl in its own process and writes what happened as JSON:
+the items, the stats, the finish reason. A process per crawl gives each
+crawl its own reactor and proves the crawler exits clean.
+
+    python -m tests.crawl.run OUT.json SETTINGS_JSON PAGES_JSON
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from scrapy.crawler import CrawlerProcess
+
+from tests.crawl.spiders import PagesSpider
+
+
+def main() -> None:
+    out, settings_json, pages_json = sys.argv[1:4]
+    settings = {
+        "LOG_LEVEL": "INFO",
+        "TELNETCONSOLE_ENABLED": False,
+        "ROBOTSTXT_OBEY": False,
+        "ADDONS": {"scrapy_splash_cluster.SplashClusterAddon": 0},
+        **json.loads(settings_json),
+    }
+    items: list[dict] = []
+    process = CrawlerProcess(settings)
+    crawler = process.create_crawler(PagesSpider)
+
+    def collect(item, response, spider):
+        items.append(dict(item))
+
+    from scrapy import signals
+
+    crawler.signals.connect(collect, signal=signals.item_scraped)
+    process.crawl(crawler, pages=pages_json)
+    process.start()
+    stats = {k: v for k, v in (crawler.stats.get_stats() or {}).items()}
+    with open(out, "w") as f:
+        json.dump(
+            {"items": items, "stats": stats, "finish_reason": stats.get("finish_reason")},
+            f,
+            default=str,
+        )
+
+
+if __name__ == "__main__":
+    main()
