@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,30 +29,48 @@ class CrawlResult:
 
 
 def run_crawl(
-    settings: dict[str, Any], pages: list[dict[str, Any]], timeout: float = 120
+    settings: dict[str, Any],
+    pages: list[dict[str, Any]],
+    *,
+    during: Sequence[tuple[float, Callable[[], None]]] = (),
+    timeout: float = 120,
 ) -> CrawlResult:
+    """Crawls `pages` with the add-on and `settings`; each `during` action
+    runs that many seconds after the crawl started, from another thread."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tests.crawl.run",
-                str(out),
-                json.dumps(settings),
-                json.dumps(pages),
-            ],
+        command = [
+            sys.executable,
+            "-m",
+            "tests.crawl.run",
+            str(out),
+            json.dumps(settings),
+            json.dumps(pages),
+        ]
+        proc = subprocess.Popen(
+            command,
             cwd=ROOT,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"},
         )
+        timers = [threading.Timer(delay, action) for delay, action in during]
+        for timer in timers:
+            timer.start()
+        try:
+            _, log = proc.communicate(timeout=timeout)
+        finally:
+            for timer in timers:
+                timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
         data = json.loads(out.read_text()) if out.exists() else {"items": [], "stats": {}}
     return CrawlResult(
         items=data["items"],
         stats=data["stats"],
         finish_reason=data.get("finish_reason"),
-        log=proc.stderr,
+        log=log,
         returncode=proc.returncode,
     )

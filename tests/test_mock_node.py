@@ -156,12 +156,16 @@ def test_every_endpoint_renders(node: MockSplashNode, method: str) -> None:
     stats = node.stats()
     assert stats["requests"] == stats["completed"] == len(RENDER_ENDPOINTS)
     assert stats["by_endpoint"] == dict.fromkeys(RENDER_ENDPOINTS, 1)
-    assert stats["log"][0] == {
+    first = stats["log"][0]
+    assert {k: first[k] for k in ("endpoint", "url", "status", "method")} == {
         "endpoint": "/render.html",
         "url": PAGE,
         "status": 200,
         "method": method,
     }
+    assert first["args"]["url"] == PAGE
+    assert first["authorization"] is None
+    assert first["received_at"] > 0
 
 
 def test_render_json_includes_and_execute_cookies(node: MockSplashNode) -> None:

@@ -18,6 +18,7 @@ from scrapy.utils.asyncio import is_asyncio_available
 from scrapy_splash_cluster._call import build_call
 from scrapy_splash_cluster._core import ClusterError, SplashCluster
 from scrapy_splash_cluster._settings import ClusterSettings, _label
+from scrapy_splash_cluster._slot_gate import SlotGate
 from scrapy_splash_cluster.exceptions import to_scrapy_error
 
 __all__ = ["STATS_PREFIX", "ClusterRuntime"]
@@ -47,6 +48,8 @@ class ClusterRuntime:
         self._maxsize = crawler.settings.getint("DOWNLOAD_MAXSIZE", 0)
         self._warnsize = crawler.settings.getint("DOWNLOAD_WARNSIZE", 0)
         self._closed = False
+        # Shared by every handler instance, as the download slots are.
+        self.slot_gate = SlotGate(crawler)
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
         logger.info(
             "Splash cluster of %d node(s): %s (maxconn %d, retries %d, probes every %.1fs)",

@@ -61,7 +61,8 @@ class SplashClusterDownloadHandler(BaseDownloadHandler):
 
     async def download_request(self, request: Request) -> Response:
         if is_splash_request(request):
-            return await self._runtime.send(request)
+            async with self._runtime.slot_gate.hold(str(request.meta.get("download_slot", ""))):
+                return await self._runtime.send(request)
         return await self._fallback(request).download_request(request)
 
     async def close(self) -> None:

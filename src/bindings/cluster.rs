@@ -109,6 +109,16 @@ fn headers_from_py(headers: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, 
     Ok(out)
 }
 
+/// An asyncio future of the running loop, already resolved to `value`.
+fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
+    let future = py
+        .import("asyncio")?
+        .call_method0("get_running_loop")?
+        .call_method0("create_future")?;
+    future.call_method1("set_result", (value,))?;
+    Ok(future)
+}
+
 #[pymethods]
 impl SplashCluster {
     #[new]
@@ -230,20 +240,26 @@ impl SplashCluster {
     }
 
     /// Stops the probes and refuses new requests; with `abort=True`, fails
-    /// the requests under way. Idempotent; an awaitable.
+    /// the requests under way. Idempotent; an awaitable, already done.
+    ///
+    /// The work is done before returning, not in a future completed from a
+    /// tokio thread: `close()` is the last call of a crawl, and a thread that
+    /// reaches for the GIL while the interpreter finalizes aborts the process.
     #[pyo3(signature = (abort=false))]
     fn close<'py>(&self, py: Python<'py>, abort: bool) -> PyResult<Bound<'py, PyAny>> {
         let probes = self.cluster.close(abort);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            for probe in probes {
-                let _ = probe.await;
-            }
-            Ok(())
-        })
+        py.detach(|| {
+            pyo3_async_runtimes::tokio::get_runtime().block_on(async move {
+                for probe in probes {
+                    let _ = probe.await;
+                }
+            })
+        });
+        ready(py, py.None())
     }
 
     fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
+        ready(py, slf.into_any())
     }
 
     #[pyo3(signature = (*_exc))]

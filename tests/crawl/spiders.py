@@ -80,7 +80,8 @@ class PagesSpider(scrapy.Spider):
             item["data"] = response.data
         if hasattr(response, "text"):
             item["text"] = response.text
-            item["node_div"] = response.css("#node::text").get()
+            if response.text.lstrip().startswith("<"):
+                item["node_div"] = response.css("#node::text").get()
         yield item
 
     def failed(self, failure):
