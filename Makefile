@@ -26,6 +26,10 @@ test-python: install
 
 test: test-rust test-python
 
+# README command one: a crawl through three mock Splash nodes, one killed mid-crawl.
+demo: install
+	$(PY) examples/run_demo.py
+
 lint: setup
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings

@@ -18,6 +18,7 @@ from scrapy_splash_cluster import (
     ClusterTimeout,
     NodeConfig,
     NoNodeAvailable,
+    ResponseTooLarge,
     SplashCluster,
 )
 
@@ -335,6 +336,16 @@ async def test_request_timeout_covers_the_retries(splash_nodes, make_cluster):
         await cluster.request("GET", render(), timeout=0.5)
     assert caught.value.attempts[0][1] == "request timeout reached"
     assert "timed out after 0.5s" in str(caught.value)
+
+
+async def test_max_size_cuts_the_answer_short(splash_nodes, make_cluster):
+    (a,) = splash_nodes(1)
+    cluster = make_cluster([a.url])
+    with pytest.raises(ResponseTooLarge) as caught:
+        await cluster.request("GET", render(), max_size=50)
+    assert caught.value.attempts[0][1] == "answer larger than 50 bytes"
+    assert cluster.nodes()[0].failures == 0
+    assert (await cluster.request("GET", render(), max_size=100_000)).status == 200
 
 
 async def test_close_refuses_new_requests_and_abort_fails_running_ones(splash_nodes):

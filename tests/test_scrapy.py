@@ -6,6 +6,7 @@ that are not for Splash."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections import Counter
 from typing import Any
@@ -42,6 +43,12 @@ def assert_clean(result: CrawlResult) -> None:
 
 def errors(result: CrawlResult) -> list[dict[str, Any]]:
     return [i for i in result.items if "error" in i]
+
+
+def arrival_gaps(nodes) -> list[float]:
+    """Seconds between consecutive renders arriving at any of the nodes."""
+    arrivals = [e["received_at"] for e in render_log(nodes)]
+    return [b - a for a, b in itertools.pairwise(arrivals)]
 
 
 def render_log(nodes) -> list[dict[str, Any]]:
@@ -85,7 +92,7 @@ def test_node_killed_mid_crawl_loses_nothing(splash_nodes):
     retried = [i for i in result.items if len(i["attempts"]) > 1]
     assert retried, "the kill should have caught renders in flight"
     assert all(i["attempts"][0][0] == nodes[0].url for i in retried)
-    assert result.stats["splash_cluster/nodes/127.0.0.1:%d/downs" % nodes[0].port] == 1
+    assert result.stats[f"splash_cluster/nodes/127.0.0.1:{nodes[0].port}/downs"] == 1
     assert "is DOWN" in result.log
 
 
@@ -93,8 +100,7 @@ def test_per_domain_slot_limits_splash_requests(splash_nodes):
     nodes = splash_nodes(2, latency=0.2)
     result = run_crawl(settings_for(nodes, CONCURRENT_REQUESTS_PER_DOMAIN=1), pages(6))
     assert_clean(result)
-    arrivals = [e["received_at"] for e in render_log(nodes)]
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = arrival_gaps(nodes)
     # One request at a time for the domain: each render starts after the last ended.
     assert min(gaps) >= 0.18, gaps
 
@@ -106,8 +112,7 @@ def test_download_delay_spaces_splash_requests(splash_nodes):
         pages(5),
     )
     assert_clean(result)
-    arrivals = [e["received_at"] for e in render_log(nodes)]
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = arrival_gaps(nodes)
     assert min(gaps) >= 0.35, gaps
 
 
@@ -124,8 +129,7 @@ def test_slot_policies(splash_nodes):
         settings_for(nodes, CONCURRENT_REQUESTS_PER_DOMAIN=1),
         [{**page, "slot_policy": "single_slot"} for page in spread],
     )
-    arrivals = [e["received_at"] for e in render_log(nodes)]
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = arrival_gaps(nodes)
     # One slot for all Splash requests: one at a time.
     assert min(gaps) >= 0.28, gaps
     assert_clean(per_domain)
@@ -135,8 +139,9 @@ def test_slot_policies(splash_nodes):
 def test_cache_keys_do_not_depend_on_the_node(splash_nodes, tmp_path):
     nodes = splash_nodes(3)
     cache = {"HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
-    described = pages(9, args={"wait": 0.01}) + [
-        {"url": "http://example.com/page/0", "args": {"wait": 0.02}}
+    described = [
+        *pages(9, args={"wait": 0.01}),
+        {"url": "http://example.com/page/0", "args": {"wait": 0.02}},
     ]
     first = run_crawl(settings_for(nodes, **cache), described)
     assert_clean(first)
@@ -397,3 +402,24 @@ def test_per_node_maxconn_and_weight(splash_nodes):
     assert a.stats()["max_in_progress"] == 1
     assert b.stats()["max_in_progress"] <= 4
     assert b.stats()["requests"] > a.stats()["requests"]
+
+
+def test_script_without_a_page_url(splash_nodes):
+    (node,) = splash_nodes(1)
+    script = {"kind": "script", "args": {"lua_source": "function main(splash) return 1 end"}}
+    result = run_crawl(settings_for([node]), [script])
+    assert_clean(result)
+    (item,) = result.items
+    assert item["status"] == 200
+    assert item["class"] == "SplashJsonResponse"
+    assert node.stats()["by_endpoint"] == {"/execute": 1}
+
+
+def test_download_maxsize_cuts_node_answers_short(splash_nodes):
+    (node,) = splash_nodes(1)
+    result = run_crawl(settings_for([node], DOWNLOAD_MAXSIZE=100, RETRY_ENABLED=False), pages(1))
+    assert_clean(result)
+    (err,) = errors(result)
+    assert err["error"] == "SplashResponseTooLarge"
+    assert "DownloadCancelledError" in err["error_mro"]
+    assert "larger than the size limit of 100 bytes" in err["message"]

@@ -68,7 +68,12 @@ class SplashJsonResponse(SplashTextResponse):
 
 
 def _response_class(headers: Headers, body: bytes) -> type[Response]:
-    cls = responsetypes.from_args(headers=headers, body=body)
+    # Splash labels its answers; sniffing the body would turn a small PNG
+    # into text. Only an unlabelled answer is sniffed.
+    if b"Content-Type" in headers:
+        cls = responsetypes.from_headers(headers)
+    else:
+        cls = responsetypes.from_args(body=body)
     if issubclass(cls, JsonResponse):
         return SplashJsonResponse
     if issubclass(cls, TextResponse):

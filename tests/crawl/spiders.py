@@ -42,6 +42,9 @@ class PagesSpider(scrapy.Spider):
                     endpoint=page.get("endpoint", "render.html"),
                     **common,
                 )
+            elif kind == "script":
+                # No page URL: a script that needs none, as scrapy-splash allowed.
+                yield SplashRequest(endpoint="execute", args=page["args"], **common)
             elif kind == "meta":
                 # A hand-made meta["splash"], as other code would make it.
                 meta = {**common.pop("meta"), "splash": page["splash"]}
