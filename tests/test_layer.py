@@ -11,7 +11,6 @@ from scrapy import Request
 from scrapy.http import Headers, Response
 from scrapy.settings import Settings
 from scrapy.utils.request import RequestFingerprinter
-
 from scrapy_splash_cluster import (
     NodeConfig,
     SplashFormRequest,
