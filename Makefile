@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup install test test-rust test-python lint format demo clean
+.PHONY: setup install browser test test-rust test-python lint format demo clean
 
 # The virtualenv with the build and test tools; redone when the list changes.
 $(VENV)/.deps: requirements-dev.txt
@@ -21,7 +21,15 @@ install: setup
 test-rust:
 	cargo test --all-targets
 
-test-python: install
+# The stats page's browser test drives Debian's Chromium; installed when we
+# may (root with apt), else that one test is skipped locally (never in CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is not installed and this is not root: the browser test will be skipped"; fi; }
+
+test-python: install browser
 	$(PY) -m pytest
 
 test: test-rust test-python

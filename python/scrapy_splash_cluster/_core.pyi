@@ -100,7 +100,16 @@ class SplashCluster:
         rise: int = 2,
         error_limit: int = 3,
         connect_timeout: float = 5.0,
+        stats_port: int | None = None,
+        stats_host: str = "127.0.0.1",
+        stats_user: str = "scrapy",
+        stats_password: str | None = None,
     ) -> None: ...
+    @property
+    def stats_url(self) -> str | None:
+        """The stats page (`http://host:port/`), or None when `stats_port` is None."""
+    def report_json(self) -> str:
+        """What the stats page's `/stats.json` shows, as a JSON string."""
     async def request(
         self,
         method: str,

@@ -17,7 +17,7 @@ from scrapy.utils.asyncio import is_asyncio_available
 
 from scrapy_splash_cluster._call import build_call
 from scrapy_splash_cluster._core import ClusterError, SplashCluster
-from scrapy_splash_cluster._settings import ClusterSettings, _label
+from scrapy_splash_cluster._settings import ClusterSettings, SplashSettingsError, _label
 from scrapy_splash_cluster._slot_gate import SlotGate
 from scrapy_splash_cluster.exceptions import to_scrapy_error
 
@@ -42,7 +42,13 @@ class ClusterRuntime:
             )
         self.crawler = crawler
         self.settings = ClusterSettings.from_settings(crawler.settings)
-        self.cluster = SplashCluster(self.settings.nodes, **self.settings.cluster_kwargs())
+        try:
+            self.cluster = SplashCluster(self.settings.nodes, **self.settings.cluster_kwargs())
+        except OSError as error:
+            raise SplashSettingsError(
+                f"invalid SPLASH_CLUSTER_STATS_PORT: {self.settings.stats_port}; expected a "
+                f"free port on {self.settings.stats_host} ({error})"
+            ) from None
         self._labels = self.settings.node_labels
         self._default_timeout = crawler.settings.getfloat("DOWNLOAD_TIMEOUT", 180.0)
         self._maxsize = crawler.settings.getint("DOWNLOAD_MAXSIZE", 0)

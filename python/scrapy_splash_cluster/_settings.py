@@ -7,6 +7,7 @@ and what is expected. Defaults sit next to the reads.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -88,6 +89,10 @@ class ClusterSettings:
     connect_timeout: float
     slot_policy: str
     extra_timeout: float
+    stats_port: int | None = None
+    stats_host: str = "127.0.0.1"
+    stats_user: str = "scrapy"
+    stats_password: str | None = field(default=None, repr=False)
     node_labels: list[str] = field(default_factory=list)
 
     def cluster_kwargs(self) -> dict[str, Any]:
@@ -103,6 +108,10 @@ class ClusterSettings:
             "rise": self.rise,
             "error_limit": self.error_limit,
             "connect_timeout": self.connect_timeout,
+            "stats_port": self.stats_port,
+            "stats_host": self.stats_host,
+            "stats_user": self.stats_user,
+            "stats_password": self.stats_password,
         }
 
     @classmethod
@@ -136,8 +145,34 @@ class ClusterSettings:
             connect_timeout=_seconds(settings, "SPLASH_CLUSTER_CONNECT_TIMEOUT", 5.0),
             slot_policy=slot_policy,
             extra_timeout=_seconds(settings, "SPLASH_CLUSTER_EXTRA_TIMEOUT", 5.0),
+            stats_port=_port(settings, "SPLASH_CLUSTER_STATS_PORT"),
+            stats_host=_ip(settings, "SPLASH_CLUSTER_STATS_HOST", "127.0.0.1"),
+            stats_user=str(settings.get("SPLASH_CLUSTER_STATS_USER") or "scrapy"),
+            stats_password=settings.get("SPLASH_CLUSTER_STATS_PASSWORD") or None,
             node_labels=labels,
         )
+
+
+def _ip(settings: BaseSettings, name: str, default: str) -> str:
+    raw = str(settings.get(name) or default)
+    try:
+        ipaddress.ip_address("127.0.0.1" if raw == "localhost" else raw)
+    except ValueError:
+        raise _fail(name, raw, "an IP address to listen on, such as 127.0.0.1") from None
+    return raw
+
+
+def _port(settings: BaseSettings, name: str) -> int | None:
+    raw = settings.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        port = int(raw)
+    except (TypeError, ValueError):
+        raise _fail(name, raw, "a TCP port from 0 (any free port) to 65535") from None
+    if not 0 <= port <= 65535:
+        raise _fail(name, raw, "a TCP port from 0 (any free port) to 65535")
+    return port
 
 
 def _label(url: str) -> str:

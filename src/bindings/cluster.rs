@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::core::cluster::{Cluster, ClusterResponse};
-use crate::core::config::ClusterOptions;
+use crate::core::config::{ClusterOptions, ConfigError};
 use crate::core::http::HttpTransport;
 use crate::core::selection::LeastConn;
+use crate::core::stats_server::StatsOptions;
 use crate::core::transport::NodeRequest;
 
 use super::config::{node_options, non_negative_int, positive_int, seconds, value_error};
@@ -125,7 +126,8 @@ impl SplashCluster {
     #[pyo3(signature = (
         nodes, *, maxconn=5, weight=1, retries=3, queue_timeout=60.0, health_interval=2.0,
         health_timeout=1.0, health_path="/_ping".to_owned(), fall=3, rise=2, error_limit=3,
-        connect_timeout=5.0,
+        connect_timeout=5.0, stats_port=None, stats_host="127.0.0.1".to_owned(),
+        stats_user="scrapy".to_owned(), stats_password=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -142,6 +144,10 @@ impl SplashCluster {
         rise: i64,
         error_limit: i64,
         connect_timeout: f64,
+        stats_port: Option<i64>,
+        stats_host: String,
+        stats_user: String,
+        stats_password: Option<String>,
     ) -> PyResult<Self> {
         if nodes.is_instance_of::<PyString>() {
             return Err(PyValueError::new_err(
@@ -169,20 +175,38 @@ impl SplashCluster {
             rise: positive_int("rise", rise)? as u32,
             error_limit: positive_int("error_limit", error_limit)? as u32,
             connect_timeout: seconds("connect_timeout", connect_timeout)?,
+            stats: stats_port
+                .map(|port| {
+                    let port = u16::try_from(port).map_err(|_| {
+                        value_error(ConfigError::new(
+                            "stats_port",
+                            port,
+                            "a TCP port from 0 (any free port) to 65535",
+                        ))
+                    })?;
+                    Ok::<_, PyErr>(StatsOptions {
+                        host: stats_host,
+                        port,
+                        user: stats_user,
+                        password: stats_password,
+                    })
+                })
+                .transpose()?,
         };
         let config = options.validate().map_err(value_error)?;
         refresh_log_levels();
+        let stats_addr = config.stats.as_ref().map(|s| format!("{s:?}"));
         let cluster = py.detach(|| {
-            let transport =
-                HttpTransport::new(config.connect_timeout).map_err(|e| format!("{e:?}"))?;
+            let transport = HttpTransport::new(config.connect_timeout)
+                .map_err(|e| PyRuntimeError::new_err(format!("{e:?}")))?;
             let _runtime = pyo3_async_runtimes::tokio::get_runtime().enter();
-            Ok::<_, String>(Cluster::start(
-                config,
-                transport,
-                Box::new(LeastConn::new()),
-            ))
-        });
-        let cluster = cluster.map_err(pyo3::exceptions::PyRuntimeError::new_err)?;
+            Cluster::start(config, transport, Box::new(LeastConn::new())).map_err(|e| {
+                PyOSError::new_err(format!(
+                    "cannot serve the stats page ({}): {e}",
+                    stats_addr.unwrap_or_default()
+                ))
+            })
+        })?;
         Ok(Self {
             cluster: Arc::new(cluster),
         })
@@ -220,6 +244,19 @@ impl SplashCluster {
                 Err(error) => Err(Python::attach(|py| to_py_err(py, error))),
             }
         })
+    }
+
+    /// The stats page's URL (`http://host:port/`), or None when it is off.
+    #[getter]
+    fn stats_url(&self) -> Option<String> {
+        self.cluster
+            .stats_addr()
+            .map(|addr| format!("http://{addr}/"))
+    }
+
+    /// What the stats page shows, as `/stats.json` has it (a JSON string).
+    fn report_json(&self, py: Python<'_>) -> String {
+        py.detach(|| self.cluster.report().to_json().to_string())
     }
 
     /// A snapshot of every node.

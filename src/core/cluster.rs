@@ -21,8 +21,10 @@ use super::node::NodeSnapshot;
 use super::outcome::{classify, Outcome};
 use super::pool::{AcquireError, Pool, QueueStats};
 use super::prober::{spawn_probes, ProbeSettings};
+use super::report::{ClusterReport, ReportSource, RequestTotals};
 use super::retry::RetryPolicy;
 use super::selection::SelectionPolicy;
+use super::stats_server;
 use super::transport::{NodeRequest, NodeResponse, Transport};
 
 /// A node's answer, with where and how it was had.
@@ -44,12 +46,21 @@ pub struct Cluster<T: Transport> {
     queue_timeout: Duration,
     stop_probes: watch::Sender<bool>,
     abort: watch::Sender<bool>,
+    /// Background tasks (probes, the stats page) to await on close.
     probes: Mutex<Vec<JoinHandle<()>>>,
+    totals: Arc<RequestTotals>,
+    reports: ReportSource,
+    stats_addr: Option<std::net::SocketAddr>,
 }
 
 impl<T: Transport> Cluster<T> {
-    /// Starts a cluster and its probes. Must run inside a tokio runtime.
-    pub fn start(config: ClusterConfig, transport: T, policy: Box<dyn SelectionPolicy>) -> Self {
+    /// Starts a cluster, its probes and its stats page. Must run inside a
+    /// tokio runtime. Fails only when the stats page cannot listen.
+    pub fn start(
+        config: ClusterConfig,
+        transport: T,
+        policy: Box<dyn SelectionPolicy>,
+    ) -> std::io::Result<Self> {
         let pool = Pool::new(config.nodes, config.thresholds, policy);
         let transport = Arc::new(transport);
         let (stop_probes, stop) = watch::channel(false);
@@ -58,8 +69,18 @@ impl<T: Transport> Cluster<T> {
             timeout: config.health_timeout,
             path: config.health_path,
         };
-        let probes = spawn_probes(&pool, &transport, &settings, &stop);
-        Self {
+        let totals = Arc::new(RequestTotals::default());
+        let reports = ReportSource::new(pool.clone(), Arc::clone(&totals));
+        let stats = match config.stats {
+            Some(stats) => Some(stats_server::start(stats, reports.clone(), stop.clone())?),
+            None => None,
+        };
+        let mut probes = spawn_probes(&pool, &transport, &settings, &stop);
+        let stats_addr = stats.map(|server| {
+            probes.push(server.task);
+            server.addr
+        });
+        Ok(Self {
             pool,
             transport,
             retry: RetryPolicy::new(config.retries),
@@ -67,13 +88,40 @@ impl<T: Transport> Cluster<T> {
             stop_probes,
             abort: watch::channel(false).0,
             probes: Mutex::new(probes),
-        }
+            totals,
+            reports,
+            stats_addr,
+        })
+    }
+
+    /// Where the stats page listens, if it is on.
+    pub fn stats_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stats_addr
+    }
+
+    /// Everything the stats page shows, now.
+    pub fn report(&self) -> ClusterReport {
+        self.reports.report()
     }
 
     /// Sends a request to the cluster: waits for a node, retries node
     /// failures and 504s elsewhere, and returns the answer or a typed error,
     /// all within `timeout`.
     pub async fn request(
+        &self,
+        request: NodeRequest,
+        timeout: Duration,
+    ) -> Result<ClusterResponse, ClusterError> {
+        self.totals.start();
+        // Counted when the request ends, however it ends (a dropped future
+        // is neither answered nor failed: it stays "in progress" no more
+        // than the caller who dropped it does).
+        let result = self.run(request, timeout).await;
+        self.totals.finish(&result);
+        result
+    }
+
+    async fn run(
         &self,
         request: NodeRequest,
         timeout: Duration,
@@ -296,6 +344,7 @@ mod tests {
             Fake::new(scripts, probes_ok),
             Box::new(crate::core::selection::LeastConn::new()),
         )
+        .unwrap()
     }
 
     fn request() -> NodeRequest {

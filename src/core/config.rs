@@ -12,6 +12,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use url::Url;
 
+use super::stats_server::{StatsConfig, StatsOptions};
+
 /// A configuration value that cannot be used, with what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -221,6 +223,8 @@ pub struct ClusterOptions {
     pub error_limit: u32,
     /// How long a TCP (and TLS) connect to a node may take.
     pub connect_timeout: Duration,
+    /// The stats page, if wanted.
+    pub stats: Option<StatsOptions>,
 }
 
 impl Default for ClusterOptions {
@@ -238,6 +242,7 @@ impl Default for ClusterOptions {
             rise: 2,
             error_limit: 3,
             connect_timeout: Duration::from_secs(5),
+            stats: None,
         }
     }
 }
@@ -272,6 +277,8 @@ pub struct ClusterConfig {
     pub thresholds: HealthThresholds,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// The stats page, if wanted.
+    pub stats: Option<StatsConfig>,
 }
 
 fn positive_duration(argument: &str, value: Duration) -> Result<Duration, ConfigError> {
@@ -351,6 +358,7 @@ impl ClusterOptions {
                 error_limit: self.error_limit,
             },
             connect_timeout,
+            stats: self.stats.map(StatsOptions::validate).transpose()?,
         })
     }
 }

@@ -106,7 +106,7 @@ impl Health {
         Self {
             state: State::Up,
             since: now,
-            reason: "starting".to_owned(),
+            reason: "up since the cluster started".to_owned(),
             probe_failures: 0,
             probe_successes: 0,
             request_failures: 0,

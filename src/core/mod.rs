@@ -15,6 +15,8 @@ pub mod node;
 pub mod outcome;
 pub mod pool;
 pub mod prober;
+pub mod report;
 pub mod retry;
 pub mod selection;
+pub mod stats_server;
 pub mod transport;

@@ -1,7 +1,8 @@
 """Command line: run one mock Splash node until SIGTERM or SIGINT.
 
 ``python -m scrapy_splash_cluster.testing --port 8050 [--host 127.0.0.1]
-[--control-port 0] [--slots 20] [--max-timeout 90] [--latency 0.0] [--name NAME]``
+[--control-port 0] [--slots 20] [--max-timeout 90] [--latency 0.0] [--name NAME]
+[--render-mode static|fetch]``
 
 When both ports listen it prints exactly one line to stdout and flushes it::
 
@@ -19,7 +20,7 @@ import os
 import signal
 import sys
 
-from ._node import MockSplashServer
+from ._node import RENDER_MODES, MockSplashServer
 
 READY_PREFIX = "MOCK-SPLASH READY"
 
@@ -52,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         "--name", default=None, help="node name, sent in X-Mock-Splash-Node (default node-PORT)"
     )
     parser.add_argument(
+        "--render-mode",
+        choices=RENDER_MODES,
+        default="static",
+        help="static: answer fixed content (default); fetch: load the url from a loopback "
+        "site and emulate its page script (see the _node module docstring)",
+    )
+    parser.add_argument(
         "--parent-pid",
         type=int,
         default=None,
@@ -77,6 +85,7 @@ async def _serve(args: argparse.Namespace) -> None:
         max_timeout=args.max_timeout,
         latency=args.latency,
         bind_retry=args.bind_retry,
+        render_mode=args.render_mode,
     )
     await server.start()
     if args.name is None and args.port == 0:

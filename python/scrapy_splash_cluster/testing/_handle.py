@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from ._node import RENDER_MODES
+
 __all__ = ["MockSplashNode", "MockSplashNodeError", "start_nodes", "stop_nodes"]
 
 # The child runs ``scrapy_splash_cluster.testing`` as ``__main__`` (the same
@@ -60,6 +62,9 @@ class MockSplashNode:
     scrapy_splash_cluster.testing``, see ``_BOOTSTRAP``) and waits for its
     READY line; ``url`` is then the base URL to give a balancer. ``port=0``
     picks an ephemeral port at the first start; ``restart()`` reuses it.
+    ``render_mode="fetch"`` makes the node load pages from a loopback site
+    instead of answering fixed content (see ``_node``'s docstring); a restart
+    keeps the mode, as it keeps the port.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class MockSplashNode:
         *,
         control_port: int = 0,
         startup_timeout: float = 15.0,
+        render_mode: str = "static",
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
@@ -80,6 +86,8 @@ class MockSplashNode:
             raise ValueError(f"latency must be >= 0, got {latency}")
         if max_timeout <= 0:
             raise ValueError(f"max_timeout must be > 0, got {max_timeout}")
+        if render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
         self._name = name
         self._requested_port = port
         self._port: int | None = port or None
@@ -88,6 +96,7 @@ class MockSplashNode:
         self.slots = slots
         self.latency = latency
         self.max_timeout = max_timeout
+        self.render_mode = render_mode
         self.host = host
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -169,6 +178,8 @@ class MockSplashNode:
             repr(float(self.max_timeout)),
             "--latency",
             repr(float(self.latency)),
+            "--render-mode",
+            self.render_mode,
             "--parent-pid",
             str(os.getpid()),
         ]

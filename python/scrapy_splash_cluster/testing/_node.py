@@ -20,11 +20,50 @@ What is faithful to Splash 3.5 (``splash/resources.py``, ``render_options.py``):
   504's ``info.timeout`` is ``timeout``;
 * a client that disconnects cancels its render and frees its slot.
 
-What is not: pages are not fetched and Lua is not run. A render takes
-``latency + wait`` seconds and returns fixed content naming the url and the
-node; ``/execute`` and ``/run`` return a JSON summary instead of running the
-script. A url whose host ends in ``.invalid`` fails as an unresolvable host
-does (502 RenderError, Network error 3) on every endpoint.
+What is not, in the default ``"static"`` render mode: pages are not fetched
+and Lua is not run. A render takes ``latency + wait`` seconds and returns fixed
+content naming the url and the node; ``/execute`` and ``/run`` return a JSON
+summary instead of running the script. A url whose host ends in ``.invalid``
+fails as an unresolvable host does (502 RenderError, Network error 3) on every
+endpoint.
+
+The ``"fetch"`` render mode (``render_mode="fetch"``, ``--render-mode fetch``)
+is for demos and end-to-end tests that scrape a real local website through the
+nodes. The render endpoints (``/render.*``) then really load the ``url``
+argument, still taking ``latency + wait`` seconds besides the load:
+
+* only ``http://`` urls on ``127.0.0.1`` or ``localhost`` are fetched, so that
+  a mock can never reach beyond the machine; any other url fails as Splash
+  reports an unreachable host: 502 RenderError, ``info.type`` Network (code 3
+  "Host ... not found", or 301 for another scheme), plus ``info.mock`` saying
+  why;
+* the load is an asynchronous HTTP request (asyncio streams; the node keeps
+  serving while pages load) with the ``http_method``, ``body`` and
+  ``headers`` arguments (less hop-by-hop headers and Accept-Encoding); it
+  follows up to 10 redirects and counts against the render's ``timeout``, so
+  a page that never answers ends as 504 GlobalTimeoutError, as in Splash;
+* a page that cannot be loaded (connection refused or closed, not HTTP) is a
+  502 RenderError with ``info.type`` Network and Qt's error code, as Splash
+  answers;
+* a page with an error status (404, 500...) is rendered anyway, as Splash
+  does: render.html answers 200 with that page. The page's status shows where
+  Splash 3.5 shows it: in the HAR (render.har, or render.json with ``har=1``)
+  and in render.json's ``history`` (``history=1``). Splash's render.json has
+  no ``http_status`` key, so neither does the mock's: with scrapy-splash's
+  magic responses, the Scrapy response of a 404 page is a 200 with both;
+* render.json's ``url`` is the url after redirects and ``title`` the page's
+  ``<title>``; render.png and render.jpeg load the page, then answer the fixed
+  image; ``/execute`` and ``/run`` load nothing (the mock runs no Lua, so it
+  cannot know whether the script would load the url) and answer as in static
+  mode;
+* the mock cannot run JavaScript. It emulates one page convention instead,
+  the one the demo site in ``examples/`` follows (see
+  :func:`emulate_page_script`): a page written to it comes out of the mock as
+  it would come out of a browser running the page's script, and a page that
+  relies on any other script comes out as fetched, unrendered;
+* every rendered page gets ``<meta name="rendered-by" content="NODE">`` at
+  the start of its ``<head>``, so that a spider can tell which node rendered
+  it (the ``X-Mock-Splash-Node`` header is still sent as well).
 
 Fault injection (the ``/fault`` control call) is described in
 :data:`FAULT_MODES` and in the package docstring.
@@ -40,15 +79,26 @@ import errno
 import html
 import json
 import os
+import re
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urljoin, urlsplit
 
 from ._http import Connection, HttpApp, Request, Response
 
-__all__ = ["FAULT_MODES", "JPEG_BYTES", "PNG_BYTES", "RENDER_ENDPOINTS", "MockSplashServer"]
+__all__ = [
+    "FAULT_MODES",
+    "JPEG_BYTES",
+    "PNG_BYTES",
+    "RENDER_ENDPOINTS",
+    "RENDER_MODES",
+    "MockSplashServer",
+    "build_app_html",
+    "emulate_page_script",
+]
 
 RENDER_ENDPOINTS = (
     "/render.html",
@@ -59,6 +109,9 @@ RENDER_ENDPOINTS = (
     "/execute",
     "/run",
 )
+
+#: What a render does: answer fixed content, or load the page (see the module docstring).
+RENDER_MODES = ("static", "fetch")
 
 #: Every mode ``/fault`` accepts, with what it does.
 FAULT_MODES: dict[str, str] = {
@@ -119,6 +172,336 @@ _NOT_FOUND_BODY = (
 )
 _HTML = "text/html; charset=utf-8"
 _JSON = "application/json"
+
+# -- fetch mode: the page convention ----------------------------------------
+
+_APP_DIV = '<div id="app"></div>'
+_PAGE_DATA_RE = re.compile(r'<script type="application/json" id="page-data">(.*?)</script>', re.S)
+_HEAD_RE = re.compile(r"<head(?:\s[^>]*)?>", re.I)
+_TITLE_RE = re.compile(r"<title(?:\s[^>]*)?>(.*?)</title>", re.S | re.I)
+
+
+def _serialize_text(value: str) -> str:
+    """A text node as a browser serialises it (the HTML spec's algorithm)."""
+    return (
+        value.replace("&", "&amp;")
+        .replace("\xa0", "&nbsp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+    )
+
+
+def _serialize_attr(value: str) -> str:
+    """An attribute value as a browser serialises it, between double quotes."""
+    return value.replace("&", "&amp;").replace("\xa0", "&nbsp;").replace('"', "&quot;")
+
+
+def _string(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {value!r}")
+    return value
+
+
+def build_app_html(data: Any) -> str:
+    """The HTML a convention page's script puts into ``#app``, for ``data``.
+
+    The one definition of the convention's rendering rules (the demo site's
+    JavaScript builds the same DOM; ``tests/test_demo.py`` runs that script
+    against this function). ``data`` is the page's JSON::
+
+        {"title": str,
+         "fields": [[name, value], ...],                         optional
+         "items": [{"name": str, "price": str, "href": str}, ...],  optional
+         "next": str or null}                                     optional
+
+    and the script appends to ``#app``, in this order, with nothing between::
+
+        <h1>TITLE</h1>
+        <dl class="fields"><dt>NAME</dt><dd>VALUE</dd>...</dl>   (fields not empty)
+        <ul class="products"><li class="product"><a href="HREF">NAME</a>
+            <span class="price">PRICE</span></li>...</ul>        (items not empty;
+            one space between the link and the price, no other whitespace)
+        <a class="next" href="NEXT">Next page</a>                (next not empty)
+
+    A browser serialises the text and attributes the script set (with
+    ``textContent`` and ``setAttribute``) with the escaping done here. Every
+    value must be a string (a script would turn other types into text its own
+    way): ValueError otherwise, and the caller then leaves the page
+    unrendered, as a browser whose page script threw.
+    """
+    if not isinstance(data, dict):
+        raise ValueError("the page data must be a JSON object")
+    parts = [f"<h1>{_serialize_text(_string(data.get('title'), 'title'))}</h1>"]
+    fields = data.get("fields") or []
+    if not isinstance(fields, list):
+        raise ValueError("fields must be a list of [name, value] pairs")
+    if fields:
+        parts.append('<dl class="fields">')
+        for pair in fields:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise ValueError(f"a field must be a [name, value] pair, got {pair!r}")
+            name, value = (_serialize_text(_string(v, "a field")) for v in pair)
+            parts.append(f"<dt>{name}</dt><dd>{value}</dd>")
+        parts.append("</dl>")
+    items = data.get("items") or []
+    if not isinstance(items, list):
+        raise ValueError("items must be a list")
+    if items:
+        parts.append('<ul class="products">')
+        for item in items:
+            if not isinstance(item, dict):
+                raise ValueError(f"an item must be an object, got {item!r}")
+            href = _serialize_attr(_string(item.get("href"), "an item's href"))
+            name = _serialize_text(_string(item.get("name"), "an item's name"))
+            price = _serialize_text(_string(item.get("price"), "an item's price"))
+            parts.append(
+                f'<li class="product"><a href="{href}">{name}</a> '
+                f'<span class="price">{price}</span></li>'
+            )
+        parts.append("</ul>")
+    next_href = data.get("next")
+    if next_href is not None and _string(next_href, "next"):
+        parts.append(f'<a class="next" href="{_serialize_attr(next_href)}">Next page</a>')
+    return "".join(parts)
+
+
+def emulate_page_script(page: str) -> str:
+    """The page as a browser would serialise it after the page's script ran.
+
+    The mock cannot run JavaScript, so this emulates one script: a page that
+    holds, literally, ``<div id="app"></div>`` and
+    ``<script type="application/json" id="page-data">DATA</script>`` (DATA
+    with ``</`` written ``<\\/``, as JSON allows) gets ``#app`` filled with
+    :func:`build_app_html` of DATA. The rest of the page is left as fetched
+    (the scripts stay, as in a browser's DOM), without the normalisation a
+    browser's serialiser would apply. A page without both markers, or whose
+    DATA breaks the convention, is returned unchanged: what a browser shows
+    when the script finds nothing to do, or throws.
+    """
+    match = _PAGE_DATA_RE.search(page)
+    if match is None or _APP_DIV not in page:
+        return page
+    try:
+        built = build_app_html(json.loads(match.group(1)))
+    except ValueError:
+        return page
+    return page.replace(_APP_DIV, f'<div id="app">{built}</div>', 1)
+
+
+def _add_rendered_by(page: str, node: str) -> str:
+    """Insert ``<meta name="rendered-by" content=NODE>`` first in the head."""
+    meta = f'<meta name="rendered-by" content="{_serialize_attr(node)}">'
+    head = _HEAD_RE.search(page)
+    if head is None:
+        return meta + page
+    return page[: head.end()] + meta + page[head.end() :]
+
+
+def _page_title(page: str) -> str:
+    match = _TITLE_RE.search(page)
+    return html.unescape(match.group(1)).strip() if match else ""
+
+
+# -- fetch mode: loading pages ------------------------------------------------
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 10
+_MAX_PAGE_BYTES = 16 * 1024 * 1024
+_USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/538.1 (KHTML, like Gecko) mock-splash"
+# Headers the page request sets itself, or that make no sense to forward:
+# hop-by-hop ones, and Accept-Encoding (the mock does not decompress pages).
+_OWN_PAGE_HEADERS = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "accept-encoding",
+    }
+)
+_CHARSET_RE = re.compile(r"charset=[\"']?([\w.:-]+)", re.I)
+# QNetworkReply error codes, as Splash puts them in ``info.code``.
+_QT_CONNECTION_REFUSED = 1
+_QT_REMOTE_HOST_CLOSED = 2
+_QT_HOST_NOT_FOUND = 3
+_QT_TOO_MANY_REDIRECTS = 110
+_QT_PROTOCOL_UNKNOWN = 301
+_QT_PROTOCOL_FAILURE = 399
+_QT_UNKNOWN_NETWORK_ERROR = 99
+_LOOPBACK_ONLY = "fetch mode loads only http:// pages on 127.0.0.1 and localhost"
+
+
+class _LoadError(Exception):
+    """A page that could not be loaded: Splash's RenderError, Network type."""
+
+    def __init__(self, code: int, text: str, url: str, mock: str | None = None) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.url = url
+        self.mock = mock
+
+    def response(self) -> Response:
+        info: dict[str, Any] = {
+            "type": "Network",
+            "code": self.code,
+            "text": self.text,
+            "url": self.url,
+        }
+        if self.mock is not None:
+            info["mock"] = self.mock
+        return _error(502, "RenderError", "Error rendering page", info)
+
+
+@dataclass(slots=True)
+class _Page:
+    """A loaded page: where it ended up, its answer, its decoded HTML."""
+
+    url: str
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    text: str
+
+
+def _page_headers(raw: Any) -> list[tuple[str, str]]:
+    """The ``headers`` argument (a dict or a list of pairs) as headers to send."""
+    pairs = raw.items() if isinstance(raw, dict) else raw if isinstance(raw, list) else []
+    headers: list[tuple[str, str]] = []
+    for pair in pairs:
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            continue
+        name, value = pair
+        if not isinstance(name, str) or not isinstance(value, str):
+            continue
+        if name.lower() in _OWN_PAGE_HEADERS or any(c in name + value for c in "\r\n"):
+            continue
+        headers.append((name, value))
+    if not any(name.lower() == "user-agent" for name, _ in headers):
+        headers.append(("User-Agent", _USER_AGENT))
+    return headers
+
+
+def _check_target(url: str) -> tuple[str, int, str]:
+    """(host, port, request target) of a url the mock may load; _LoadError if not."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 80
+    except ValueError:
+        raise _LoadError(_QT_HOST_NOT_FOUND, "Invalid URL", url, _LOOPBACK_ONLY) from None
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "http":
+        raise _LoadError(
+            _QT_PROTOCOL_UNKNOWN, f'Protocol "{parts.scheme}" is unknown', url, _LOOPBACK_ONLY
+        )
+    if host not in _LOOPBACK_HOSTS:
+        raise _LoadError(_QT_HOST_NOT_FOUND, f"Host {host} not found", url, _LOOPBACK_ONLY)
+    target = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
+    if parts.query:
+        target += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
+    return host, port, target
+
+
+async def _load_page(url: str, method: str, headers: list[tuple[str, str]], body: bytes) -> _Page:
+    """Load ``url`` as a browser's main frame does, following redirects."""
+    for _ in range(_MAX_REDIRECTS + 1):
+        status, reason, page_headers, content = await _http_request(url, method, headers, body)
+        location = next((v for k, v in page_headers if k.lower() == "location"), None)
+        if status in _REDIRECT_STATUSES and location:
+            url = urljoin(url, location)
+            if status == 303 or (status in (301, 302) and method == "POST"):
+                method, body = "GET", b""
+            continue
+        content_type = next((v for k, v in page_headers if k.lower() == "content-type"), "")
+        charset = _CHARSET_RE.search(content_type)
+        try:
+            text = content.decode(charset.group(1) if charset else "utf-8", "replace")
+        except LookupError:  # an unknown charset name
+            text = content.decode("utf-8", "replace")
+        return _Page(url, status, reason, page_headers, text)
+    raise _LoadError(_QT_TOO_MANY_REDIRECTS, "Too many redirects", url)
+
+
+async def _http_request(
+    url: str, method: str, headers: list[tuple[str, str]], body: bytes
+) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    """One HTTP/1.1 exchange over asyncio streams (``Connection: close``)."""
+    host, port, target = _check_target(url)
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    lines += ["Accept-Encoding: identity", "Connection: close"]
+    if body or method not in ("GET", "HEAD"):
+        lines.append(f"Content-Length: {len(body)}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except ConnectionRefusedError:
+        raise _LoadError(_QT_CONNECTION_REFUSED, "Connection refused", url) from None
+    except OSError as exc:
+        raise _LoadError(_QT_UNKNOWN_NETWORK_ERROR, str(exc) or "Network error", url) from None
+    try:
+        writer.write(head + body)
+        data = bytearray()
+        while chunk := await reader.read(65536):
+            data += chunk
+            if len(data) > _MAX_PAGE_BYTES:
+                raise _LoadError(_QT_PROTOCOL_FAILURE, "Page too large for the mock", url)
+    except OSError:
+        raise _LoadError(_QT_REMOTE_HOST_CLOSED, "Connection closed", url) from None
+    finally:
+        writer.close()
+    return _parse_http_response(bytes(data), url)
+
+
+def _parse_http_response(data: bytes, url: str) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise _LoadError(_QT_REMOTE_HOST_CLOSED, "Connection closed", url)
+    lines = head.decode("latin-1").split("\r\n")
+    status_line = lines[0].split(" ", 2)
+    if len(status_line) < 2 or not status_line[0].startswith("HTTP/"):
+        raise _LoadError(_QT_PROTOCOL_FAILURE, "Invalid HTTP response", url)
+    try:
+        status = int(status_line[1])
+    except ValueError:
+        raise _LoadError(_QT_PROTOCOL_FAILURE, "Invalid HTTP response", url) from None
+    reason = status_line[2] if len(status_line) > 2 else ""
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers.append((name.strip(), value.strip()))
+    fields = {name.lower(): value for name, value in headers}
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        return status, reason, headers, _dechunk(rest, url)
+    length = fields.get("content-length")
+    if length is not None and length.isdigit():
+        if len(rest) < int(length):
+            raise _LoadError(_QT_REMOTE_HOST_CLOSED, "Connection closed", url)
+        rest = rest[: int(length)]
+    return status, reason, headers, rest
+
+
+def _dechunk(data: bytes, url: str) -> bytes:
+    body = bytearray()
+    while True:
+        size_line, sep, data = data.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise _LoadError(_QT_PROTOCOL_FAILURE, "Invalid chunked encoding", url) from None
+        if not sep or len(data) < size:
+            raise _LoadError(_QT_REMOTE_HOST_CLOSED, "Connection closed", url)
+        if size == 0:
+            return bytes(body)
+        body += data[:size]
+        data = data[size + 2 :]
 
 
 class _BadOption(Exception):
@@ -189,6 +572,7 @@ class _Job:
         "entry",
         "fault",
         "fault_params",
+        "page",
         "render_time",
         "rendering",
         "task",
@@ -208,6 +592,8 @@ class _Job:
         self.render_time = 0.0
         self.fault: str | None = None
         self.fault_params: dict[str, Any] = {}
+        # Fetch mode: the loaded page, or the RenderError answer of a failed load.
+        self.page: _Page | Response | None = None
         self.rendering = False
         self.timed_out = False
         self.task: asyncio.Task[Response | None] | None = None
@@ -232,6 +618,7 @@ class MockSplashServer:
         max_timeout: float = 90.0,
         latency: float = 0.0,
         bind_retry: float = 0.5,
+        render_mode: str = "static",
     ) -> None:
         if not name or not name.isprintable() or not name.isascii():
             raise ValueError(f"name must be printable ASCII, got {name!r}")
@@ -241,7 +628,10 @@ class MockSplashServer:
             raise ValueError(f"max_timeout must be > 0, got {max_timeout}")
         if latency < 0:
             raise ValueError(f"latency must be >= 0, got {latency}")
+        if render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
         self._name = name
+        self.render_mode = render_mode
         self.host = host
         self.slots = slots
         self.max_timeout = float(max_timeout)
@@ -442,6 +832,7 @@ class MockSplashServer:
             "listening": self._render_server is not None,
             "slots": self.slots,
             "latency": self.latency,
+            "render_mode": self.render_mode,
             "requests": s.requests,
             "by_endpoint": dict(s.by_endpoint),
             "pings": s.pings,
@@ -616,7 +1007,12 @@ class MockSplashServer:
                 latency = float(job.fault_params["latency"])
         job.render_time = latency + float(job.args.get("wait") or 0.0)
 
-        if job.render_time <= 0 and self._active < self.slots and not self._waiters:
+        if (
+            job.render_time <= 0
+            and not self._loads_page(job)
+            and self._active < self.slots
+            and not self._waiters
+        ):
             # Fast path: nothing to wait for, answer without a task.
             self._active += 1
             stats.max_active = max(stats.max_active, self._active)
@@ -640,7 +1036,10 @@ class MockSplashServer:
             await self._acquire()
             try:
                 job.rendering = True
-                if job.render_time > 0:
+                if self._loads_page(job):
+                    job.page = await self._load(job)
+                # A page that failed to load answers at once, as in Splash.
+                if job.render_time > 0 and not isinstance(job.page, Response):
                     await asyncio.sleep(job.render_time)
             finally:
                 job.rendering = False
@@ -661,6 +1060,31 @@ class MockSplashServer:
             if job.timer is not None:
                 job.timer.cancel()
         return self._answer(job, response)
+
+    def _loads_page(self, job: _Job) -> bool:
+        """Whether this render loads its page: fetch mode, a render endpoint, no fault
+        that fails the render anyway."""
+        return (
+            self.render_mode == "fetch"
+            and job.endpoint.startswith("/render.")
+            and job.fault in (None, "latency")
+        )
+
+    async def _load(self, job: _Job) -> _Page | Response:
+        """Load the job's page and run its emulated script; a RenderError answer if
+        the page cannot be loaded."""
+        args = job.args
+        method = str(args.get("http_method") or "GET").upper()
+        body = args.get("body")
+        payload = body.encode("utf-8") if isinstance(body, str) else b""
+        try:
+            page = await _load_page(job.url, method, _page_headers(args.get("headers")), payload)
+        except _LoadError as exc:
+            job.entry["page_status"] = None
+            return exc.response()
+        job.entry["page_status"] = page.status
+        page.text = _add_rendered_by(emulate_page_script(page.text), self.name)
+        return page
 
     async def _acquire(self) -> None:
         """Take a render slot, waiting in FIFO order behind earlier requests."""
@@ -801,6 +1225,10 @@ class MockSplashServer:
             return self._fault_answer(
                 job.fault, job.fault_params, job.url, job.timeout, job.endpoint
             )
+        if isinstance(job.page, Response):
+            return job.page
+        if job.page is not None:
+            return self._loaded_content(job, job.page)
         host = urlsplit(job.url).hostname or ""
         if host == "invalid" or host.endswith(".invalid"):
             return _error(
@@ -853,8 +1281,19 @@ class MockSplashServer:
             '<div id="rendered">rendered by mock splash</div></body></html>'
         )
 
-    def _har(self, url: str, page: str) -> dict[str, Any]:
+    def _har(
+        self,
+        url: str,
+        page: str,
+        status: int = 200,
+        status_text: str = "OK",
+        headers: list[tuple[str, str]] | None = None,
+        title: str | None = None,
+    ) -> dict[str, Any]:
+        """A one-entry HAR; fetch mode passes the loaded page's answer."""
         started = "1970-01-01T00:00:00.000Z"
+        pairs = headers if headers is not None else [("Content-Type", _HTML)]
+        mime = next((v for k, v in pairs if k.lower() == "content-type"), _HTML)
         entry = {
             "pageref": "1",
             "startedDateTime": started,
@@ -870,12 +1309,12 @@ class MockSplashServer:
                 "bodySize": -1,
             },
             "response": {
-                "status": 200,
-                "statusText": "OK",
+                "status": status,
+                "statusText": status_text,
                 "httpVersion": "HTTP/1.1",
                 "cookies": [],
-                "headers": [{"name": "Content-Type", "value": _HTML}],
-                "content": {"size": len(page), "mimeType": _HTML},
+                "headers": [{"name": k, "value": v} for k, v in pairs],
+                "content": {"size": len(page), "mimeType": mime},
                 "redirectURL": "",
                 "headersSize": -1,
                 "bodySize": len(page),
@@ -891,7 +1330,7 @@ class MockSplashServer:
                 "pages": [
                     {
                         "id": "1",
-                        "title": f"Rendered {url}",
+                        "title": f"Rendered {url}" if title is None else title,
                         "startedDateTime": started,
                         "pageTimings": {"onContentLoad": 0, "onLoad": 0},
                     }
@@ -899,6 +1338,38 @@ class MockSplashServer:
                 "entries": [entry],
             }
         }
+
+    def _loaded_content(self, job: _Job, page: _Page) -> Response:
+        """Fetch mode's answer for a loaded page, shaped as Splash shapes it."""
+        endpoint, args = job.endpoint, job.args
+        if endpoint == "/render.html":
+            return Response(200, page.text.encode(), _HTML)
+        if endpoint == "/render.png":
+            return Response(200, PNG_BYTES, "image/png")
+        if endpoint == "/render.jpeg":
+            return Response(200, JPEG_BYTES, "image/jpeg")
+        title = _page_title(page.text)
+        har = self._har(page.url, page.text, page.status, page.reason, page.headers, title)
+        if endpoint == "/render.har":
+            return _json(har)
+        data: dict[str, Any] = {
+            "url": page.url,
+            "requestedUrl": job.url,
+            "geometry": [0, 0, 1024, 768],
+            "title": title,
+            "node": self.name,
+        }
+        if _flag(args, "html"):
+            data["html"] = page.text
+        if _flag(args, "png"):
+            data["png"] = base64.b64encode(PNG_BYTES).decode()
+        if _flag(args, "jpeg"):
+            data["jpeg"] = base64.b64encode(JPEG_BYTES).decode()
+        if _flag(args, "history"):
+            data["history"] = har["log"]["entries"]
+        if _flag(args, "har"):
+            data["har"] = har
+        return _json(data)
 
     def _content(self, job: _Job) -> Response:
         endpoint, url, args = job.endpoint, job.url, job.args

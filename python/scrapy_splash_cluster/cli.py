@@ -1,0 +1,141 @@
+"""``splash-cluster``: a look at Splash nodes from a shell.
+
+``splash-cluster status URL [URL ...]`` probes each node once (``/_ping``
+for life and latency, ``/_debug`` for its own view of its load) and prints a
+table, or JSON with ``--json``. The exit code is 1 when a node is down, so
+scripts and health checks can use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["NodeStatus", "main", "probe"]
+
+
+@dataclass
+class NodeStatus:
+    """One node's answer to the status probe."""
+
+    url: str
+    state: str
+    ping_ms: float | None = None
+    maxrss_mb: float | None = None
+    active: int | None = None
+    queue: int | None = None
+    error: str | None = None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    # A node's credentials must never follow a redirect to another host.
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _split_credentials(url: str) -> tuple[str, str | None, str]:
+    """The URL without credentials, its Authorization header, and the URL
+    as shown (password masked)."""
+    parts = urlsplit(url.rstrip("/"))
+    if parts.username is None:
+        return url.rstrip("/"), None, url.rstrip("/")
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    bare = urlunsplit(parts._replace(netloc=netloc))
+    token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+    shown = urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc}"))
+    return bare, f"Basic {token}", shown
+
+
+def _get_json(url: str, auth: str | None, timeout: float) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": auth} if auth else {})
+    with _OPENER.open(request, timeout=timeout) as answer:
+        return json.loads(answer.read())
+
+
+def probe(url: str, timeout: float = 3.0) -> NodeStatus:
+    """Probes one node: UP when /_ping answers 200."""
+    bare, auth, shown = _split_credentials(url)
+    started = time.monotonic()
+    try:
+        _get_json(f"{bare}/_ping", auth, timeout)
+    except (OSError, ValueError, urllib.error.URLError) as error:
+        reason = getattr(error, "reason", None) or error
+        return NodeStatus(url=shown, state="DOWN", error=str(reason))
+    status = NodeStatus(url=shown, state="UP", ping_ms=(time.monotonic() - started) * 1000)
+    try:
+        debug = _get_json(f"{bare}/_debug", auth, timeout)
+    except (OSError, ValueError, urllib.error.URLError) as error:
+        status.error = f"/_debug: {getattr(error, 'reason', None) or error}"
+        return status
+    if isinstance(debug.get("maxrss"), int | float):
+        status.maxrss_mb = debug["maxrss"] / 1024  # Splash reports KB
+    if isinstance(debug.get("active"), list):
+        status.active = len(debug["active"])
+    if isinstance(debug.get("qsize"), int):
+        status.queue = debug["qsize"]
+    return status
+
+
+def _cell(value: float | int | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _table(statuses: list[NodeStatus]) -> str:
+    rows = [("NODE", "STATE", "PING", "MAXRSS", "ACTIVE", "QUEUE", "NOTE")]
+    for s in statuses:
+        rows.append(
+            (
+                s.url,
+                s.state,
+                "-" if s.ping_ms is None else f"{s.ping_ms:.1f} ms",
+                "-" if s.maxrss_mb is None else f"{s.maxrss_mb:.0f} MB",
+                _cell(s.active, "d"),
+                _cell(s.queue, "d"),
+                s.error or "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="splash-cluster", description="Look at a cluster of Splash nodes."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="probe nodes once and print their state")
+    status.add_argument("urls", nargs="+", metavar="URL", help="Splash node URL")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--timeout", type=float, default=3.0, help="seconds per probe (3)")
+    args = parser.parse_args(argv)
+    for url in args.urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            parser.error(f"invalid node URL {url!r}; expected http://host:port")
+    with ThreadPoolExecutor(max_workers=min(16, len(args.urls))) as pool:
+        statuses = list(pool.map(lambda u: probe(u, args.timeout), args.urls))
+    if args.json:
+        print(json.dumps([asdict(s) for s in statuses], indent=2))
+    else:
+        print(_table(statuses))
+    return 1 if any(s.state != "UP" for s in statuses) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,596 @@
+//! What the cluster reports about itself: one snapshot of every node, the
+//! admission queue and the request totals, rendered as JSON, as Prometheus
+//! text and as an HTML page. Pure functions of the snapshot, so every format
+//! is tested without a server.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::error::ClusterError;
+use super::node::NodeSnapshot;
+use super::pool::{Pool, QueueStats};
+
+/// How cluster requests ended, counted as they end.
+#[derive(Debug, Default)]
+pub struct RequestTotals {
+    started: AtomicU64,
+    answered: AtomicU64,
+    no_node_available: AtomicU64,
+    all_attempts_failed: AtomicU64,
+    timeout: AtomicU64,
+    too_large: AtomicU64,
+    closed: AtomicU64,
+    invalid: AtomicU64,
+}
+
+/// A copy of the totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TotalsSnapshot {
+    /// Requests received.
+    pub started: u64,
+    /// Requests that ended with a node's answer.
+    pub answered: u64,
+    /// Requests that ended in an error, by kind.
+    pub errors: [(&'static str, u64); 6],
+}
+
+impl RequestTotals {
+    /// Counts a request that starts.
+    pub fn start(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts how a request ended.
+    pub fn finish<T>(&self, result: &Result<T, ClusterError>) {
+        let counter = match result {
+            Ok(_) => &self.answered,
+            Err(ClusterError::NoNodeAvailable { .. }) => &self.no_node_available,
+            Err(ClusterError::AllAttemptsFailed { .. }) => &self.all_attempts_failed,
+            Err(ClusterError::Timeout { .. }) => &self.timeout,
+            Err(ClusterError::ResponseTooLarge { .. }) => &self.too_large,
+            Err(ClusterError::Closed { .. }) => &self.closed,
+            Err(ClusterError::InvalidRequest(_)) => &self.invalid,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The totals now.
+    pub fn snapshot(&self) -> TotalsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TotalsSnapshot {
+            started: get(&self.started),
+            answered: get(&self.answered),
+            errors: [
+                ("no_node_available", get(&self.no_node_available)),
+                ("all_attempts_failed", get(&self.all_attempts_failed)),
+                ("timeout", get(&self.timeout)),
+                ("response_too_large", get(&self.too_large)),
+                ("closed", get(&self.closed)),
+                ("invalid_request", get(&self.invalid)),
+            ],
+        }
+    }
+}
+
+/// Everything the stats page shows, at one instant.
+#[derive(Debug, Clone)]
+pub struct ClusterReport {
+    /// Every node.
+    pub nodes: Vec<NodeSnapshot>,
+    /// The admission queue.
+    pub queue: QueueStats,
+    /// Request totals.
+    pub totals: TotalsSnapshot,
+    /// Since the cluster started.
+    pub uptime: Duration,
+}
+
+/// Where reports come from: the pool and the totals of one cluster.
+#[derive(Clone)]
+pub struct ReportSource {
+    pool: Pool,
+    totals: Arc<RequestTotals>,
+    started: Instant,
+}
+
+impl ReportSource {
+    /// A source over this pool and these totals.
+    pub fn new(pool: Pool, totals: Arc<RequestTotals>) -> Self {
+        Self {
+            pool,
+            totals,
+            started: Instant::now(),
+        }
+    }
+
+    /// The report now.
+    pub fn report(&self) -> ClusterReport {
+        ClusterReport {
+            nodes: self.pool.snapshot(),
+            queue: self.pool.queue_stats(),
+            totals: self.totals.snapshot(),
+            uptime: self.started.elapsed(),
+        }
+    }
+}
+
+const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+fn node_json(n: &NodeSnapshot) -> Value {
+    let c = &n.counters;
+    json!({
+        "url": n.url,
+        "state": n.state,
+        "reason": n.reason,
+        "since_seconds": n.since.as_secs_f64(),
+        "in_flight": n.in_flight,
+        "maxconn": n.maxconn,
+        "weight": n.weight,
+        "requests": c.requests,
+        "responses": CLASSES.iter().zip(c.responses).map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "failures": c.failures,
+        "render_timeouts": c.render_timeouts,
+        "retries": c.retries,
+        "redispatches": c.redispatches,
+        "abandoned": c.abandoned,
+        "downs": c.downs,
+        "ups": c.ups,
+        "last_probe": n.last_probe.as_ref().map(|p| json!({
+            "ok": p.ok,
+            "detail": p.detail,
+            "latency_seconds": p.latency.as_secs_f64(),
+            "age_seconds": p.age.as_secs_f64(),
+        })),
+    })
+}
+
+impl ClusterReport {
+    /// The report as JSON (`/stats.json`).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "uptime_seconds": self.uptime.as_secs_f64(),
+            "nodes": self.nodes.iter().map(node_json).collect::<Vec<_>>(),
+            "queue": {
+                "waiting": self.queue.waiting,
+                "oldest_wait_seconds": self.queue.oldest_wait.as_secs_f64(),
+                "waits": self.queue.waits,
+                "timeouts": self.queue.timeouts,
+            },
+            "totals": {
+                "requests": self.totals.started,
+                "answered": self.totals.answered,
+                "in_progress": self.totals.started
+                    - self.totals.answered
+                    - self.totals.errors.iter().map(|(_, v)| v).sum::<u64>(),
+                "errors": self.totals.errors.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            },
+        })
+    }
+
+    /// The report in Prometheus' text exposition format (`/metrics`).
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let per_node = |f: &dyn Fn(&NodeSnapshot) -> f64| -> Vec<(String, f64)> {
+            self.nodes
+                .iter()
+                .map(|n| (format!("{{node=\"{}\"}}", escape_label(&n.url)), f(n)))
+                .collect()
+        };
+        family(
+            "splash_cluster_node_up",
+            "gauge",
+            "Whether the node takes requests (1) or is DOWN (0).",
+            per_node(&|n| f64::from(u8::from(matches!(n.state, "UP" | "GOING DOWN")))),
+        );
+        family(
+            "splash_cluster_node_in_flight",
+            "gauge",
+            "Requests in flight on the node.",
+            per_node(&|n| n.in_flight as f64),
+        );
+        family(
+            "splash_cluster_node_maxconn",
+            "gauge",
+            "Requests in flight at most on the node.",
+            per_node(&|n| n.maxconn as f64),
+        );
+        family(
+            "splash_cluster_node_requests_total",
+            "counter",
+            "Attempts sent to the node.",
+            per_node(&|n| n.counters.requests as f64),
+        );
+        let responses = self
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                CLASSES
+                    .iter()
+                    .zip(n.counters.responses)
+                    .map(move |(class, v)| {
+                        (
+                            format!("{{node=\"{}\",class=\"{class}\"}}", escape_label(&n.url)),
+                            v as f64,
+                        )
+                    })
+            })
+            .collect();
+        family(
+            "splash_cluster_node_responses_total",
+            "counter",
+            "HTTP answers of the node by status class.",
+            responses,
+        );
+        family(
+            "splash_cluster_node_failures_total",
+            "counter",
+            "Attempts that failed by the node's fault.",
+            per_node(&|n| n.counters.failures as f64),
+        );
+        family(
+            "splash_cluster_node_render_timeouts_total",
+            "counter",
+            "504 GlobalTimeoutError answers of the node.",
+            per_node(&|n| n.counters.render_timeouts as f64),
+        );
+        family(
+            "splash_cluster_node_retries_total",
+            "counter",
+            "Attempts on the node that were retries.",
+            per_node(&|n| n.counters.retries as f64),
+        );
+        family(
+            "splash_cluster_node_redispatches_total",
+            "counter",
+            "Retries that came to the node from another node.",
+            per_node(&|n| n.counters.redispatches as f64),
+        );
+        family(
+            "splash_cluster_node_abandoned_total",
+            "counter",
+            "Attempts given up when the node went DOWN.",
+            per_node(&|n| n.counters.abandoned as f64),
+        );
+        family(
+            "splash_cluster_node_down_transitions_total",
+            "counter",
+            "Times the node went DOWN.",
+            per_node(&|n| n.counters.downs as f64),
+        );
+        family(
+            "splash_cluster_node_probe_success",
+            "gauge",
+            "Whether the last health probe passed.",
+            self.nodes
+                .iter()
+                .filter_map(|n| {
+                    let p = n.last_probe.as_ref()?;
+                    Some((
+                        format!("{{node=\"{}\"}}", escape_label(&n.url)),
+                        f64::from(u8::from(p.ok)),
+                    ))
+                })
+                .collect(),
+        );
+        family(
+            "splash_cluster_node_probe_latency_seconds",
+            "gauge",
+            "How long the last health probe took.",
+            self.nodes
+                .iter()
+                .filter_map(|n| {
+                    let p = n.last_probe.as_ref()?;
+                    Some((
+                        format!("{{node=\"{}\"}}", escape_label(&n.url)),
+                        p.latency.as_secs_f64(),
+                    ))
+                })
+                .collect(),
+        );
+        let q = &self.queue;
+        family(
+            "splash_cluster_queue_waiting",
+            "gauge",
+            "Requests waiting for a node.",
+            vec![(String::new(), q.waiting as f64)],
+        );
+        family(
+            "splash_cluster_queue_oldest_wait_seconds",
+            "gauge",
+            "How long the oldest waiting request has waited.",
+            vec![(String::new(), q.oldest_wait.as_secs_f64())],
+        );
+        family(
+            "splash_cluster_queue_waits_total",
+            "counter",
+            "Requests that had to wait for a node.",
+            vec![(String::new(), q.waits as f64)],
+        );
+        family(
+            "splash_cluster_queue_timeouts_total",
+            "counter",
+            "Requests that gave up waiting for a node.",
+            vec![(String::new(), q.timeouts as f64)],
+        );
+        family(
+            "splash_cluster_requests_total",
+            "counter",
+            "Cluster requests received.",
+            vec![(String::new(), self.totals.started as f64)],
+        );
+        family(
+            "splash_cluster_request_errors_total",
+            "counter",
+            "Cluster requests that ended in an error, by kind.",
+            self.totals
+                .errors
+                .iter()
+                .map(|(kind, v)| (format!("{{kind=\"{kind}\"}}"), *v as f64))
+                .collect(),
+        );
+        family(
+            "splash_cluster_uptime_seconds",
+            "gauge",
+            "Seconds since the cluster started.",
+            vec![(String::new(), self.uptime.as_secs_f64())],
+        );
+        out
+    }
+
+    /// The report as a self-refreshing HTML page (`/`), with no external
+    /// assets, readable at a glance on a phone or a wall screen.
+    pub fn to_html(&self, refresh_seconds: u32) -> String {
+        let mut rows = String::new();
+        for n in &self.nodes {
+            let c = &n.counters;
+            let class = n.state.to_ascii_lowercase().replace(' ', "-");
+            let probe = match &n.last_probe {
+                Some(p) => {
+                    let outcome = if p.ok {
+                        "ok".to_owned()
+                    } else {
+                        format!("failed ({})", p.detail)
+                    };
+                    format!(
+                        "{outcome}, {:.0} ms, {:.0} s ago",
+                        p.latency.as_secs_f64() * 1000.0,
+                        p.age.as_secs_f64()
+                    )
+                }
+                None => "none yet".to_owned(),
+            };
+            let _ = writeln!(
+                rows,
+                "<tr class=\"{class}\"><td class=\"node\">{url}</td>\
+                 <td><span class=\"state\">{state}</span><div class=\"reason\">{reason}, for {since}</div></td>\
+                 <td class=\"num in-flight\">{in_flight}/{maxconn}</td><td class=\"num requests\">{requests}</td>\
+                 <td class=\"num\">{r2}</td><td class=\"num\">{r3}</td><td class=\"num\">{r4}</td><td class=\"num\">{r5}</td>\
+                 <td class=\"num failures\">{failures}</td><td class=\"num\">{timeouts}</td>\
+                 <td class=\"num retries\">{retries}</td><td class=\"num redispatches\">{redispatches}</td>\
+                 <td class=\"num\">{downs}</td><td class=\"probe\">{probe}</td></tr>",
+                url = escape_html(&n.url),
+                state = n.state,
+                reason = escape_html(&n.reason),
+                since = human_duration(n.since),
+                in_flight = n.in_flight,
+                maxconn = n.maxconn,
+                requests = c.requests,
+                r2 = c.responses[0],
+                r3 = c.responses[1],
+                r4 = c.responses[2],
+                r5 = c.responses[3],
+                failures = c.failures,
+                timeouts = c.render_timeouts,
+                retries = c.retries,
+                redispatches = c.redispatches,
+                downs = c.downs,
+                probe = escape_html(&probe),
+            );
+        }
+        let t = &self.totals;
+        let errors: u64 = t.errors.iter().map(|(_, v)| v).sum();
+        let up = self
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.state, "UP" | "GOING DOWN"))
+            .count();
+        format!(
+            r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="{refresh_seconds}">
+<title>Splash cluster: {up}/{total} nodes up</title>
+<style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:1rem;color:#222;background:#fafafa}}
+h1{{font-size:1.3rem;margin:0 0 .5rem}}
+.summary{{display:flex;flex-wrap:wrap;gap:.5rem;margin-bottom:1rem}}
+.summary div{{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.4rem .8rem}}
+.summary b{{display:block;font-size:1.2rem}}
+.table{{overflow-x:auto}}
+table{{border-collapse:collapse;width:100%;background:#fff}}
+th,td{{border-bottom:1px solid #e4e4e4;padding:.35rem .5rem;text-align:left;vertical-align:top}}
+th{{background:#f0f0f0;font-weight:600;white-space:nowrap}}
+td.num{{text-align:right;font-variant-numeric:tabular-nums}}
+.state{{font-weight:700;padding:.1rem .4rem;border-radius:4px;white-space:nowrap}}
+tr.up .state{{background:#d9f2dd;color:#17602a}}
+tr.going-down .state{{background:#fff1c2;color:#7a5600}}
+tr.down .state{{background:#f9d4d4;color:#8a1c1c}}
+tr.coming-up .state{{background:#dbe8ff;color:#1d4b99}}
+.reason{{color:#666;font-size:.85em}}
+footer{{color:#888;font-size:.8em;margin-top:1rem}}
+</style></head><body>
+<h1>Splash cluster</h1>
+<div class="summary">
+<div>nodes up<b id="nodes-up">{up}/{total}</b></div>
+<div>requests<b id="requests">{requests}</b></div>
+<div>answered<b id="answered">{answered}</b></div>
+<div>errors<b id="errors">{errors}</b></div>
+<div>waiting<b id="queue-waiting">{waiting}</b></div>
+<div>oldest wait<b id="queue-oldest">{oldest:.1} s</b></div>
+</div>
+<div class="table"><table id="nodes">
+<thead><tr><th>node</th><th>state</th><th>in flight</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>node failures</th><th>504s</th><th>retries</th><th>redispatches</th><th>DOWNs</th><th>last probe</th></tr></thead>
+<tbody>
+{rows}</tbody></table></div>
+<footer>up {uptime}; refreshes every {refresh_seconds} s; also <a href="stats.json">stats.json</a> and <a href="metrics">metrics</a></footer>
+</body></html>
+"#,
+            total = self.nodes.len(),
+            requests = t.started,
+            answered = t.answered,
+            waiting = self.queue.waiting,
+            oldest = self.queue.oldest_wait.as_secs_f64(),
+            uptime = human_duration(self.uptime),
+        )
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_html(value: &str) -> String {
+    value
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::node::{NodeCounters, ProbeSnapshot};
+
+    fn report() -> ClusterReport {
+        let node = |url: &str, state: &'static str| NodeSnapshot {
+            url: url.to_owned(),
+            state,
+            reason: "3 failed probes in a row: connection refused <x>".to_owned(),
+            since: Duration::from_secs(75),
+            in_flight: 2,
+            maxconn: 5,
+            weight: 1,
+            counters: NodeCounters {
+                requests: 10,
+                responses: [7, 0, 1, 1],
+                failures: 1,
+                retries: 2,
+                redispatches: 1,
+                downs: 1,
+                ..NodeCounters::default()
+            },
+            last_probe: Some(ProbeSnapshot {
+                ok: false,
+                detail: "connection refused".into(),
+                latency: Duration::from_millis(3),
+                age: Duration::from_secs(1),
+            }),
+        };
+        ClusterReport {
+            nodes: vec![
+                node("http://a:8050", "UP"),
+                node("http://u:***@b:8050", "DOWN"),
+            ],
+            queue: QueueStats {
+                waiting: 3,
+                oldest_wait: Duration::from_millis(1500),
+                waits: 9,
+                timeouts: 1,
+            },
+            totals: TotalsSnapshot {
+                started: 20,
+                answered: 15,
+                errors: [
+                    ("no_node_available", 1),
+                    ("all_attempts_failed", 0),
+                    ("timeout", 0),
+                    ("response_too_large", 0),
+                    ("closed", 0),
+                    ("invalid_request", 0),
+                ],
+            },
+            uptime: Duration::from_secs(3700),
+        }
+    }
+
+    #[test]
+    fn json_carries_every_figure() {
+        let j = report().to_json();
+        assert_eq!(j["nodes"][1]["state"], "DOWN");
+        assert_eq!(j["nodes"][0]["responses"]["2xx"], 7);
+        assert_eq!(j["nodes"][0]["last_probe"]["ok"], false);
+        assert_eq!(j["queue"]["waiting"], 3);
+        assert_eq!(j["totals"]["in_progress"], 4);
+        assert_eq!(j["totals"]["errors"]["no_node_available"], 1);
+    }
+
+    #[test]
+    fn prometheus_text_follows_the_exposition_format() {
+        let text = report().to_prometheus();
+        assert!(text.contains("# TYPE splash_cluster_node_up gauge\n"));
+        assert!(text.contains("splash_cluster_node_up{node=\"http://a:8050\"} 1\n"));
+        assert!(text.contains("splash_cluster_node_up{node=\"http://u:***@b:8050\"} 0\n"));
+        assert!(text.contains(
+            "splash_cluster_node_responses_total{node=\"http://a:8050\",class=\"5xx\"} 1\n"
+        ));
+        assert!(text.contains("splash_cluster_queue_waiting 3\n"));
+        assert!(
+            text.contains("splash_cluster_request_errors_total{kind=\"no_node_available\"} 1\n")
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("splash_cluster_"), "{line}");
+            value.parse::<f64>().unwrap();
+        }
+        // Counters end in _total, as Prometheus' naming rules ask.
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE") && l.ends_with("counter"))
+        {
+            assert!(
+                line.split(' ').nth(2).unwrap().ends_with("_total"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn html_shows_states_and_escapes_text() {
+        let html = report().to_html(2);
+        assert!(html.contains("<meta http-equiv=\"refresh\" content=\"2\">"));
+        assert!(html.contains("<tr class=\"down\">"));
+        assert!(html.contains("connection refused &lt;x&gt;, for 1 min 15 s"));
+        assert!(html.contains("<b id=\"nodes-up\">1/2</b>"));
+        assert!(!html.contains("src=\"http"), "no external assets");
+    }
+}
