@@ -16,7 +16,6 @@ from email.message import Message
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
 from scrapy_splash_cluster import SplashCluster
 from scrapy_splash_cluster.cli import main as cli_main
 
