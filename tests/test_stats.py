@@ -86,7 +86,7 @@ async def test_generated_password_is_logged_once_and_works(splash_nodes, make_cl
 
 
 async def test_json_shows_states_counts_and_queue(stats_cluster):
-    cluster, a, b = stats_cluster
+    cluster, a, _ = stats_cluster
     a.set_fault("refuse")
     first = await cluster.request("GET", render())
     responses = await asyncio.gather(*(cluster.request("GET", render()) for _ in range(5)))
