@@ -12,7 +12,7 @@ use crate::core::config::{ClusterOptions, ConfigError};
 use crate::core::http::HttpTransport;
 use crate::core::selection::LeastConn;
 use crate::core::stats_server::StatsOptions;
-use crate::core::transport::NodeRequest;
+use crate::core::transport::{NodeRequest, SavedArgs};
 
 use super::config::{node_options, non_negative_int, positive_int, seconds, value_error};
 use super::errors::to_py_err;
@@ -213,7 +213,10 @@ impl SplashCluster {
     }
 
     /// Sends a request to the cluster; an awaitable of `Response`.
-    #[pyo3(signature = (method, path, headers=None, body=None, timeout=60.0, max_size=None))]
+    #[pyo3(signature = (
+        method, path, headers=None, body=None, timeout=60.0, max_size=None,
+        affinity=None, affinity_body=None,
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn request<'py>(
         &self,
@@ -224,6 +227,8 @@ impl SplashCluster {
         body: Option<Vec<u8>>,
         timeout: f64,
         max_size: Option<i64>,
+        affinity: Option<Vec<String>>,
+        affinity_body: Option<Vec<u8>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let timeout = seconds("timeout", timeout)?;
         let max_body = max_size
@@ -235,6 +240,18 @@ impl SplashCluster {
             headers: headers_from_py(headers)?,
             body: body.map(Bytes::from).unwrap_or_default(),
             max_body,
+            saved_args: match (affinity, affinity_body) {
+                (Some(nodes), Some(body)) if !nodes.is_empty() => Some(SavedArgs {
+                    nodes,
+                    body: Bytes::from(body),
+                }),
+                (None, None) | (Some(_), Some(_)) => None,
+                _ => {
+                    return Err(PyValueError::new_err(
+                        "invalid affinity: affinity and affinity_body go together",
+                    ))
+                }
+            },
         };
         request.validate().map_err(PyValueError::new_err)?;
         let cluster = Arc::clone(&self.cluster);

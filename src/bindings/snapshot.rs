@@ -31,6 +31,8 @@ pub struct NodeSnapshot {
     pub failures: u64,
     /// 504 GlobalTimeoutError answers.
     pub render_timeouts: u64,
+    /// 498 ExpiredArguments answers (saved arguments the node had lost).
+    pub expired_args: u64,
     /// Attempts here that were retries.
     pub retries: u64,
     /// Retries that came from another node.
@@ -71,6 +73,7 @@ impl From<CoreSnapshot> for NodeSnapshot {
                 .collect(),
             failures: s.counters.failures,
             render_timeouts: s.counters.render_timeouts,
+            expired_args: s.counters.expired_args,
             retries: s.counters.retries,
             redispatches: s.counters.redispatches,
             abandoned: s.counters.abandoned,

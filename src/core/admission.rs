@@ -17,26 +17,49 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-/// The nodes a request has already tried, by index.
+/// What a request asks of the node it gets, by node index: not one it
+/// already tried (redispatch), and preferably one that holds its saved
+/// Splash arguments (affinity).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tried(Vec<usize>);
+pub struct Tried {
+    tried: Vec<usize>,
+    preferred: Vec<usize>,
+}
 
 impl Tried {
+    /// A first attempt that prefers these nodes.
+    pub fn preferring(preferred: Vec<usize>) -> Self {
+        Self {
+            tried: Vec::new(),
+            preferred,
+        }
+    }
+
     /// Records a node as tried.
     pub fn insert(&mut self, node: usize) {
-        if !self.0.contains(&node) {
-            self.0.push(node);
+        if !self.tried.contains(&node) {
+            self.tried.push(node);
         }
     }
 
     /// Whether the node was tried.
     pub fn contains(&self, node: usize) -> bool {
-        self.0.contains(&node)
+        self.tried.contains(&node)
+    }
+
+    /// Whether the node is one the request prefers.
+    pub fn prefers(&self, node: usize) -> bool {
+        self.preferred.contains(&node)
+    }
+
+    /// Stops preferring a node (it lost the saved arguments).
+    pub fn forget_preference(&mut self, node: usize) {
+        self.preferred.retain(|&n| n != node);
     }
 
     /// Whether nothing was tried yet (a first attempt).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.tried.is_empty()
     }
 }
 

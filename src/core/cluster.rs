@@ -19,13 +19,13 @@ use super::config::ClusterConfig;
 use super::error::{Attempt, ClusterError};
 use super::node::NodeSnapshot;
 use super::outcome::{classify, Outcome};
-use super::pool::{AcquireError, Pool, QueueStats};
+use super::pool::{AcquireError, Lease, Pool, QueueStats};
 use super::prober::{spawn_probes, ProbeSettings};
 use super::report::{ClusterReport, ReportSource, RequestTotals};
 use super::retry::RetryPolicy;
 use super::selection::SelectionPolicy;
 use super::stats_server;
-use super::transport::{NodeRequest, NodeResponse, Transport};
+use super::transport::{NodeRequest, NodeResponse, SavedArgs, Transport};
 
 /// A node's answer, with where and how it was had.
 #[derive(Debug, Clone)]
@@ -36,6 +36,13 @@ pub struct ClusterResponse {
     pub node: String,
     /// Every attempt, the last being the one that answered.
     pub attempts: Vec<Attempt>,
+}
+
+/// What one attempt came to.
+struct Sent {
+    outcome: Outcome,
+    response: Option<NodeResponse>,
+    elapsed: Duration,
 }
 
 /// A cluster of Splash nodes behind one balancer.
@@ -94,6 +101,19 @@ impl<T: Transport> Cluster<T> {
         })
     }
 
+    fn node_indices(&self, saved: Option<&SavedArgs>) -> Vec<usize> {
+        let Some(saved) = saved else {
+            return Vec::new();
+        };
+        self.pool
+            .specs()
+            .iter()
+            .enumerate()
+            .filter(|(_, spec)| saved.nodes.iter().any(|n| n == spec.endpoint.display()))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Where the stats page listens, if it is on.
     pub fn stats_addr(&self) -> Option<std::net::SocketAddr> {
         self.stats_addr
@@ -131,7 +151,7 @@ impl<T: Transport> Cluster<T> {
         let deadline = started + timeout;
         let mut abort = self.abort.subscribe();
         let mut attempts: Vec<Attempt> = Vec::new();
-        let mut tried = Tried::default();
+        let mut tried = Tried::preferring(self.node_indices(request.saved_args.as_ref()));
         let mut previous: Option<usize> = None;
         loop {
             let queue_deadline = (Instant::now() + self.queue_timeout).min(deadline);
@@ -155,38 +175,37 @@ impl<T: Transport> Cluster<T> {
             };
             let node = lease.node();
             tried.insert(node);
-            self.pool.record_sent(node);
-            let mut down = lease.down_signal();
-            let attempt_started = Instant::now();
-            let send = self.transport.send(&lease.spec().endpoint, &request);
-            let (outcome, response) = tokio::select! {
-                result = tokio::time::timeout_at(deadline, send) => match result {
-                    Ok(result) => (classify(&result), result.ok()),
-                    Err(_) => (Outcome::DeadlineExceeded, None),
-                },
-                _ = down.changed() => (Outcome::Abandoned, None),
-                _ = abort.wait_for(|aborted| *aborted) => {
-                    return Err(ClusterError::Closed { attempts });
+            let saved = request.saved_args.as_ref().filter(|_| tried.prefers(node));
+            let first = match saved {
+                Some(saved) => {
+                    self.attempt(
+                        &lease,
+                        &request.with_body(saved.body.clone()),
+                        deadline,
+                        &mut abort,
+                    )
+                    .await
                 }
+                None => self.attempt(&lease, &request, deadline, &mut abort).await,
             };
-            let elapsed = attempt_started.elapsed();
-            let status = response.as_ref().map(|r| r.status);
-            self.pool.record_attempt(node, &outcome, status, previous);
+            let Some(mut sent) = first else {
+                return Err(ClusterError::Closed { attempts });
+            };
+            if saved.is_some() && sent.outcome == Outcome::ExpiredArguments {
+                // The node lost the saved arguments (a restart, Splash's LRU
+                // of 500): send them in full to the same node at once. Not a
+                // failure, not a retry: the node is fine.
+                self.record(&lease, &request, sent, previous, &mut attempts);
+                tried.forget_preference(node);
+                sent = match self.attempt(&lease, &request, deadline, &mut abort).await {
+                    Some(sent) => sent,
+                    None => return Err(ClusterError::Closed { attempts }),
+                };
+            }
             let node_url = lease.spec().endpoint.display().to_owned();
+            let (outcome, response) = (sent.outcome.clone(), sent.response.take());
+            self.record(&lease, &request, sent, previous, &mut attempts);
             drop(lease);
-            tracing::debug!(
-                target: "scrapy_splash_cluster::request",
-                "{} {} on {node_url}: {outcome} in {:.3}s (attempt {})",
-                request.method,
-                request.path_for_log(),
-                elapsed.as_secs_f64(),
-                attempts.len() + 1
-            );
-            attempts.push(Attempt {
-                node: node_url.clone(),
-                outcome: outcome.clone(),
-                elapsed,
-            });
             previous = Some(node);
             if self
                 .retry
@@ -215,6 +234,64 @@ impl<T: Transport> Cluster<T> {
                 (None, _) => Err(ClusterError::AllAttemptsFailed { attempts }),
             };
         }
+    }
+
+    /// One attempt on the lease's node, until it answers, fails, the
+    /// deadline passes or the node goes DOWN; None when the cluster aborts.
+    async fn attempt(
+        &self,
+        lease: &Lease,
+        request: &NodeRequest,
+        deadline: Instant,
+        abort: &mut watch::Receiver<bool>,
+    ) -> Option<Sent> {
+        self.pool.record_sent(lease.node());
+        let mut down = lease.down_signal();
+        let started = Instant::now();
+        let send = self.transport.send(&lease.spec().endpoint, request);
+        let (outcome, response) = tokio::select! {
+            result = tokio::time::timeout_at(deadline, send) => match result {
+                Ok(result) => (classify(&result), result.ok()),
+                Err(_) => (Outcome::DeadlineExceeded, None),
+            },
+            _ = down.changed() => (Outcome::Abandoned, None),
+            _ = abort.wait_for(|aborted| *aborted) => return None,
+        };
+        Some(Sent {
+            outcome,
+            response,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Counts an attempt for its node and the request, and logs it at DEBUG.
+    fn record(
+        &self,
+        lease: &Lease,
+        request: &NodeRequest,
+        sent: Sent,
+        previous: Option<usize>,
+        attempts: &mut Vec<Attempt>,
+    ) {
+        let node = lease.node();
+        let status = sent.response.as_ref().map(|r| r.status);
+        self.pool
+            .record_attempt(node, &sent.outcome, status, previous);
+        let node_url = lease.spec().endpoint.display();
+        tracing::debug!(
+            target: "scrapy_splash_cluster::request",
+            "{} {} on {node_url}: {} in {:.3}s (attempt {})",
+            request.method,
+            request.path_for_log(),
+            sent.outcome,
+            sent.elapsed.as_secs_f64(),
+            attempts.len() + 1
+        );
+        attempts.push(Attempt {
+            node: node_url.to_owned(),
+            outcome: sent.outcome,
+            elapsed: sent.elapsed,
+        });
     }
 
     /// Every node, now.
@@ -261,6 +338,9 @@ mod tests {
         Answer(u16, &'static str, Duration),
         Fail(TransportError),
         Hang,
+        /// Answers 498 to a body that refers to saved arguments, 200 else:
+        /// a node that restarted and lost them.
+        LostSavedArgs,
     }
 
     /// A transport that answers from a script per node, with no sockets.
@@ -289,7 +369,7 @@ mod tests {
         async fn send(
             &self,
             node: &crate::core::config::NodeEndpoint,
-            _request: &NodeRequest,
+            request: &NodeRequest,
         ) -> Result<NodeResponse, TransportError> {
             self.sent.fetch_add(1, Ordering::SeqCst);
             let script = self.scripts.lock().unwrap()[node.display()].clone();
@@ -304,6 +384,16 @@ mod tests {
                 }
                 Script::Fail(error) => Err(error),
                 Script::Hang => std::future::pending().await,
+                Script::LostSavedArgs if request.body.starts_with(b"load") => Ok(NodeResponse {
+                    status: 498,
+                    headers: Vec::new(),
+                    body: r#"{"error": 498, "type": "ExpiredArguments"}"#.into(),
+                }),
+                Script::LostSavedArgs => Ok(NodeResponse {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: "full".into(),
+                }),
             }
         }
 
@@ -354,6 +444,7 @@ mod tests {
             headers: Vec::new(),
             body: Default::default(),
             max_body: None,
+            saved_args: None,
         }
     }
 
@@ -383,6 +474,56 @@ mod tests {
         );
         assert_eq!(c.nodes()[0].state, "UP");
         assert_eq!(c.nodes()[1].counters.redispatches, 1);
+        assert_idle(&c);
+    }
+
+    fn with_saved_args(nodes: &[&str]) -> NodeRequest {
+        NodeRequest {
+            body: "full".into(),
+            saved_args: Some(SavedArgs {
+                nodes: nodes.iter().map(|n| format!("http://{n}")).collect(),
+                body: "load_args".into(),
+            }),
+            ..request()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn saved_args_go_to_the_node_that_holds_them() {
+        let c = cluster(&[("a", OK), ("b", OK), ("c", OK)], true);
+        for _ in 0..3 {
+            let r = c
+                .request(with_saved_args(&["b"]), Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert_eq!(r.node, "http://b");
+        }
+        assert_idle(&c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_saved_args_are_resent_in_full_on_the_same_node() {
+        let c = cluster(&[("a", Script::LostSavedArgs), ("b", OK)], true);
+        let r = c
+            .request(with_saved_args(&["a"]), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(r.response.status, 200);
+        assert_eq!(&r.response.body[..], b"full");
+        assert_eq!(
+            outcomes(&r.attempts),
+            vec!["http://a 498 ExpiredArguments", "http://a 200"]
+        );
+        let a = &c.nodes()[0];
+        assert_eq!(
+            (
+                a.counters.expired_args,
+                a.counters.failures,
+                a.counters.retries
+            ),
+            (1, 0, 0)
+        );
+        assert_eq!(a.state, "UP");
         assert_idle(&c);
     }
 

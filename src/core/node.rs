@@ -20,6 +20,8 @@ pub struct NodeCounters {
     pub failures: u64,
     /// 504 GlobalTimeoutError answers.
     pub render_timeouts: u64,
+    /// 498 ExpiredArguments answers: the node had lost saved arguments.
+    pub expired_args: u64,
     /// Attempts on this node that were retries of a request.
     pub retries: u64,
     /// Retries that came here from another node.
@@ -46,6 +48,7 @@ impl NodeCounters {
         }
         match outcome {
             Outcome::RenderTimeout => self.render_timeouts += 1,
+            Outcome::ExpiredArguments => self.expired_args += 1,
             Outcome::Abandoned => self.abandoned += 1,
             _ if matches!(outcome.action().blame, Blame::Failure | Blame::Fatal) => {
                 self.failures += 1

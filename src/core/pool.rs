@@ -139,6 +139,7 @@ fn candidates(shared: &Shared, state: &State, tried: &Tried) -> Vec<Candidate> {
             weight: spec.weight,
             up: node.health.is_up(),
             tried: tried.contains(i),
+            preferred: tried.prefers(i),
         })
         .collect()
 }

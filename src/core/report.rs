@@ -135,6 +135,7 @@ fn node_json(n: &NodeSnapshot) -> Value {
         "responses": CLASSES.iter().zip(c.responses).map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "failures": c.failures,
         "render_timeouts": c.render_timeouts,
+        "expired_args": c.expired_args,
         "retries": c.retries,
         "redispatches": c.redispatches,
         "abandoned": c.abandoned,
@@ -244,6 +245,12 @@ impl ClusterReport {
             "counter",
             "504 GlobalTimeoutError answers of the node.",
             per_node(&|n| n.counters.render_timeouts as f64),
+        );
+        family(
+            "splash_cluster_node_expired_args_total",
+            "counter",
+            "498 ExpiredArguments answers: saved arguments the node had lost.",
+            per_node(&|n| n.counters.expired_args as f64),
         );
         family(
             "splash_cluster_node_retries_total",

@@ -20,6 +20,9 @@ pub struct Candidate {
     pub up: bool,
     /// Whether this request already tried the node (a retry avoids it).
     pub tried: bool,
+    /// Whether the node holds what the request would otherwise send in
+    /// full (Splash's saved arguments): cheaper there, all else equal.
+    pub preferred: bool,
 }
 
 impl Candidate {
@@ -36,10 +39,11 @@ pub trait SelectionPolicy: Send {
     fn select(&mut self, candidates: &[Candidate]) -> Option<usize>;
 }
 
-/// HAProxy's `balance leastconn`, weighted, with redispatch.
+/// HAProxy's `balance leastconn`, weighted, with redispatch and affinity.
 ///
 /// Among the nodes with a free slot, those the request has not tried come
-/// first (redispatch: a retry goes elsewhere while it can); among those, the
+/// first (redispatch: a retry goes elsewhere while it can), then those it
+/// prefers (they hold its saved Splash arguments); among those, the
 /// fewest requests in flight relative to weight wins, compared as
 /// `(in_flight + 1) / weight`, the load the node would have after taking the
 /// request, so that a heavier node takes its share from the first request on.
@@ -84,6 +88,11 @@ fn is_better(a: &Candidate, b: &Candidate) -> bool {
     if a.tried != b.tried {
         return !a.tried;
     }
+    // Affinity ranks below redispatch and only among nodes with a free slot:
+    // a node holding the arguments never gets more than its maxconn.
+    if a.preferred != b.preferred {
+        return a.preferred;
+    }
     // (a.in_flight + 1) / a.weight < (b.in_flight + 1) / b.weight, without division.
     let load_a = (a.in_flight as u128 + 1) * u128::from(b.weight);
     let load_b = (b.in_flight as u128 + 1) * u128::from(a.weight);
@@ -102,6 +111,7 @@ mod tests {
             weight: 1,
             up: true,
             tried: false,
+            preferred: false,
         }
     }
 
@@ -143,6 +153,20 @@ mod tests {
     }
 
     #[test]
+    fn preferred_nodes_win_among_free_ones_but_never_over_maxconn() {
+        let mut p = LeastConn::new();
+        let mut holder = node(3);
+        holder.preferred = true;
+        assert_eq!(p.select(&[node(0), holder]), Some(1));
+        holder.in_flight = 5;
+        assert_eq!(p.select(&[node(0), holder]), Some(0));
+        // A retry still leaves the tried holder for an untried node.
+        holder.in_flight = 0;
+        holder.tried = true;
+        assert_eq!(p.select(&[node(4), holder]), Some(0));
+    }
+
+    #[test]
     fn weight_scales_the_share() {
         let mut p = LeastConn::new();
         let mut heavy = node(0);
@@ -162,11 +186,11 @@ mod tests {
         #[test]
         fn never_chooses_a_node_without_a_free_slot(
             nodes in proptest::collection::vec(
-                (0usize..8, 1usize..6, 1u32..4, any::<bool>(), any::<bool>()), 0..8),
+                (0usize..8, 1usize..6, 1u32..4, any::<bool>(), any::<bool>(), any::<bool>()), 0..8),
             rotations in 0usize..10,
         ) {
-            let candidates: Vec<Candidate> = nodes.iter().map(|&(in_flight, maxconn, weight, up, tried)| Candidate {
-                in_flight, maxconn, weight, up, tried,
+            let candidates: Vec<Candidate> = nodes.iter().map(|&(in_flight, maxconn, weight, up, tried, preferred)| Candidate {
+                in_flight, maxconn, weight, up, tried, preferred,
             }).collect();
             let mut p = LeastConn::new();
             for _ in 0..rotations { p.select(&candidates); }

@@ -20,6 +20,19 @@ pub struct NodeRequest {
     pub body: Bytes,
     /// The largest answer body accepted, in bytes (Scrapy's DOWNLOAD_MAXSIZE).
     pub max_body: Option<usize>,
+    /// A shorter body for the nodes that hold the request's saved Splash
+    /// arguments (`load_args` instead of the values), if any do.
+    pub saved_args: Option<SavedArgs>,
+}
+
+/// Where a request's large Splash arguments are saved already, and the body
+/// that refers to them by key instead of sending them.
+#[derive(Debug, Clone, Default)]
+pub struct SavedArgs {
+    /// The nodes (their URLs as displayed) that hold the arguments.
+    pub nodes: Vec<String>,
+    /// The body with `load_args`.
+    pub body: Bytes,
 }
 
 /// A node's whole answer.
@@ -92,6 +105,18 @@ impl NodeRequest {
                 .map_err(|_| format!("the value of header {name:?} has forbidden bytes"))?;
         }
         Ok(())
+    }
+
+    /// This request with another body and no saved-arguments variant.
+    pub fn with_body(&self, body: Bytes) -> Self {
+        Self {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            headers: self.headers.clone(),
+            body,
+            max_body: self.max_body,
+            saved_args: None,
+        }
     }
 
     /// The path without its query, which may hold page URLs, scripts or
