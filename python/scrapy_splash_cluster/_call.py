@@ -16,7 +16,17 @@ from scrapy.http.headers import Headers
 
 from scrapy_splash_cluster.request import ENDPOINTS, SlotPolicy
 
-__all__ = ["SplashCall", "build_call", "is_splash_request", "splash_options"]
+__all__ = [
+    "SESSION_COOKIES_KEY",
+    "SplashCall",
+    "build_call",
+    "encode_args",
+    "is_splash_request",
+    "splash_options",
+]
+
+# Where the session middleware puts a session's cookies for this request.
+SESSION_COOKIES_KEY = "_splash_session_cookies"
 
 
 class SplashRequestError(ValueError):
@@ -37,7 +47,12 @@ class SplashCall:
 
     @property
     def body(self) -> bytes:
-        return json.dumps(self.args, ensure_ascii=False, sort_keys=True).encode()
+        return encode_args(self.args)
+
+
+def encode_args(args: dict[str, Any]) -> bytes:
+    """Splash arguments as the JSON body of a POST."""
+    return json.dumps(args, ensure_ascii=False, sort_keys=True).encode()
 
 
 def is_splash_request(request: Request) -> bool:
@@ -93,6 +108,8 @@ def build_call(request: Request) -> SplashCall:
         args.setdefault("http_method", request.method)
     if request.body:
         args.setdefault("body", request.body.decode("utf-8", errors="replace"))
+    if SESSION_COOKIES_KEY in request.meta:
+        args.setdefault("cookies", request.meta[SESSION_COOKIES_KEY])
     if not options.get("dont_send_headers"):
         headers = _headers_to_dict(request.headers)
         if headers:

@@ -15,10 +15,11 @@ from scrapy.crawler import Crawler
 from scrapy.http import Headers, Response
 from scrapy.utils.asyncio import is_asyncio_available
 
-from scrapy_splash_cluster._call import build_call
+from scrapy_splash_cluster._call import build_call, encode_args
 from scrapy_splash_cluster._core import ClusterError, SplashCluster
 from scrapy_splash_cluster._settings import ClusterSettings, SplashSettingsError, _label
 from scrapy_splash_cluster._slot_gate import SlotGate
+from scrapy_splash_cluster.argcache import SAVED_HEADER, ArgumentStore
 from scrapy_splash_cluster.exceptions import to_scrapy_error
 
 __all__ = ["STATS_PREFIX", "ClusterRuntime"]
@@ -56,6 +57,7 @@ class ClusterRuntime:
         self._closed = False
         # Shared by every handler instance, as the download slots are.
         self.slot_gate = SlotGate(crawler)
+        self.arguments = ArgumentStore()
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
         logger.info(
             "Splash cluster of %d node(s): %s (maxconn %d, retries %d, probes every %.1fs)",
@@ -82,6 +84,7 @@ class ClusterRuntime:
         """Sends a Splash request through the cluster; the node's raw answer
         comes back as a Response for the page's URL."""
         call = build_call(request)
+        plan = self.arguments.plan(request.meta["splash"], call.args)
         timeout = float(request.meta.get("download_timeout") or self._default_timeout)
         maxsize = int(request.meta.get("download_maxsize", self._maxsize) or 0)
         self._inc("requests")
@@ -90,15 +93,19 @@ class ClusterRuntime:
                 "POST",
                 call.path,
                 headers=call.headers,
-                body=call.body,
+                body=call.body if plan is None else encode_args(plan.full_args),
                 timeout=timeout,
                 max_size=maxsize or None,
+                affinity=plan.holders if plan and plan.keyed_args else None,
+                affinity_body=encode_args(plan.keyed_args) if plan and plan.keyed_args else None,
             )
         except ClusterError as error:
             self._inc(f"errors/{type(error).__name__}")
             self._count_attempts(error.attempts)
             raise to_scrapy_error(error, request) from None
         self._count_attempts(answer.attempts)
+        if plan is not None:
+            self._learn_saved_arguments(plan, answer)
         node = _label(answer.node)
         self._inc(f"responses/{answer.status}")
         self._inc(f"nodes/{node}/responses/{answer.status}")
@@ -127,6 +134,14 @@ class ClusterRuntime:
             body=body,
             request=request,
         )
+
+    def _learn_saved_arguments(self, plan: Any, answer: Any) -> None:
+        saved = next((v for k, v in answer.headers if k == SAVED_HEADER), None)
+        expired = self.arguments.learn(plan, answer.node, saved, answer.attempts)
+        if expired:
+            self._inc("args/expired", expired)
+        by_key = answer.node in plan.holders and not expired
+        self._inc("args/sent_by_key" if by_key else "args/sent_in_full")
 
     def _count_attempts(self, attempts: list[tuple[str, str, float]]) -> None:
         self._inc("attempts", len(attempts))

@@ -14,8 +14,14 @@ __all__ = ["SplashClusterAddon"]
 
 HANDLER = "scrapy_splash_cluster.handler.SplashClusterDownloadHandler"
 MIDDLEWARE = "scrapy_splash_cluster.middleware.SplashClusterMiddleware"
+COOKIES_MIDDLEWARE = "scrapy_splash_cluster.cookies.SplashCookiesMiddleware"
+DEDUPLICATE_ARGS_MIDDLEWARE = "scrapy_splash_cluster.argcache.SplashDeduplicateArgsMiddleware"
 FINGERPRINTER = "scrapy_splash_cluster.fingerprint.SplashRequestFingerprinter"
-MIDDLEWARE_ORDER = 725  # where scrapy-splash's SplashMiddleware sat
+# Where scrapy-splash's middlewares sat: sessions before the Splash
+# middleware on the way out and after it on the way back.
+MIDDLEWARE_ORDER = 725
+COOKIES_MIDDLEWARE_ORDER = 723
+DEDUPLICATE_ARGS_MIDDLEWARE_ORDER = 100
 
 # Schemes whose requests may be Splash requests: the web, and about:blank
 # for scripts that fetch no page.
@@ -42,8 +48,16 @@ class SplashClusterAddon:
         settings["DOWNLOAD_HANDLERS"].update(dict.fromkeys(SCHEMES, HANDLER))
 
         middlewares = settings.getwithbase("DOWNLOADER_MIDDLEWARES")
-        if not _listed(middlewares, MIDDLEWARE):
-            settings["DOWNLOADER_MIDDLEWARES"][MIDDLEWARE] = MIDDLEWARE_ORDER
+        for path, order in (
+            (MIDDLEWARE, MIDDLEWARE_ORDER),
+            (COOKIES_MIDDLEWARE, COOKIES_MIDDLEWARE_ORDER),
+        ):
+            if not _listed(middlewares, path):
+                settings["DOWNLOADER_MIDDLEWARES"][path] = order
+        if not _listed(settings.getwithbase("SPIDER_MIDDLEWARES"), DEDUPLICATE_ARGS_MIDDLEWARE):
+            settings["SPIDER_MIDDLEWARES"][DEDUPLICATE_ARGS_MIDDLEWARE] = (
+                DEDUPLICATE_ARGS_MIDDLEWARE_ORDER
+            )
 
         current = settings.get("REQUEST_FINGERPRINTER_CLASS")
         if current and load_object(current) is not load_object(FINGERPRINTER):

@@ -59,7 +59,7 @@ def splash_meta(
     dont_process_response: bool,
     dont_send_headers: bool,
     magic_response: bool,
-    session_id: str,
+    session_id: str | None,
     http_status_from_error_code: bool,
     cache_args: list[str] | None,
 ) -> dict[str, Any]:
@@ -75,8 +75,10 @@ def splash_meta(
         "dont_send_headers": dont_send_headers,
         "magic_response": magic_response,
         "http_status_from_error_code": http_status_from_error_code,
-        "session_id": session_id,
     }
+    # Sessions are for scripts, as in scrapy-splash: only execute keeps a jar.
+    if session_id is not None and endpoint.strip("/") == "execute":
+        meta["session_id"] = session_id
     if splash_url is not None:
         meta["splash_url"] = splash_url
     if splash_headers:
@@ -111,7 +113,7 @@ class SplashRequest(Request):
         dont_process_response: bool = False,
         dont_send_headers: bool = False,
         magic_response: bool = True,
-        session_id: str = "default",
+        session_id: str | None = "default",
         http_status_from_error_code: bool = True,
         cache_args: list[str] | None = None,
         meta: dict[str, Any] | None = None,
@@ -139,6 +141,8 @@ class SplashRequest(Request):
                 cache_args=cache_args,
             ),
         )
+        # As scrapy-splash: AjaxCrawlMiddleware leaves rendered requests alone.
+        meta.setdefault("ajax_crawlable", True)
         super().__init__(url, callback, method=method, meta=meta, **kwargs)
 
     @property

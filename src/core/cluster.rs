@@ -188,23 +188,27 @@ impl<T: Transport> Cluster<T> {
                 }
                 None => self.attempt(&lease, &request, deadline, &mut abort).await,
             };
-            let Some(mut sent) = first else {
+            let Some(sent) = first else {
                 return Err(ClusterError::Closed { attempts });
             };
-            if saved.is_some() && sent.outcome == Outcome::ExpiredArguments {
+            let sent = if saved.is_some() && sent.outcome == Outcome::ExpiredArguments {
                 // The node lost the saved arguments (a restart, Splash's LRU
                 // of 500): send them in full to the same node at once. Not a
                 // failure, not a retry: the node is fine.
-                self.record(&lease, &request, sent, previous, &mut attempts);
+                self.record(&lease, &request, &sent, previous, &mut attempts);
                 tried.forget_preference(node);
-                sent = match self.attempt(&lease, &request, deadline, &mut abort).await {
+                match self.attempt(&lease, &request, deadline, &mut abort).await {
                     Some(sent) => sent,
                     None => return Err(ClusterError::Closed { attempts }),
-                };
-            }
+                }
+            } else {
+                sent
+            };
             let node_url = lease.spec().endpoint.display().to_owned();
-            let (outcome, response) = (sent.outcome.clone(), sent.response.take());
-            self.record(&lease, &request, sent, previous, &mut attempts);
+            self.record(&lease, &request, &sent, previous, &mut attempts);
+            let Sent {
+                outcome, response, ..
+            } = sent;
             drop(lease);
             previous = Some(node);
             if self
@@ -269,7 +273,7 @@ impl<T: Transport> Cluster<T> {
         &self,
         lease: &Lease,
         request: &NodeRequest,
-        sent: Sent,
+        sent: &Sent,
         previous: Option<usize>,
         attempts: &mut Vec<Attempt>,
     ) {
@@ -289,7 +293,7 @@ impl<T: Transport> Cluster<T> {
         );
         attempts.push(Attempt {
             node: node_url.to_owned(),
-            outcome: sent.outcome,
+            outcome: sent.outcome.clone(),
             elapsed: sent.elapsed,
         });
     }
@@ -474,6 +478,10 @@ mod tests {
         );
         assert_eq!(c.nodes()[0].state, "UP");
         assert_eq!(c.nodes()[1].counters.redispatches, 1);
+        // Answers are counted by class on the node that gave them.
+        assert_eq!(c.nodes()[0].counters.responses, [0, 0, 0, 1]);
+        assert_eq!(c.nodes()[1].counters.responses, [1, 0, 0, 0]);
+        assert_eq!(c.nodes()[0].counters.render_timeouts, 1);
         assert_idle(&c);
     }
 
