@@ -74,6 +74,21 @@ def test_build_call_fills_in_the_page_request():
     assert json.loads(call.body) == call.args
 
 
+def test_session_requests_take_cookies_from_the_jar_only():
+    request = SplashRequest(
+        "http://example.com/s",
+        endpoint="execute",
+        args={"lua_source": "x"},
+        headers={"Cookie": "stale=1", "X-Page": "1"},
+    )
+    request.meta["_splash_session_cookies"] = [{"name": "sid", "value": "2"}]
+    call = build_call(request)
+    assert call.args["cookies"] == [{"name": "sid", "value": "2"}]
+    assert call.args["headers"] == {"X-Page": "1"}
+    plain = SplashRequest("http://example.com/p", headers={"Cookie": "a=1"})
+    assert build_call(plain).args["headers"]["Cookie"] == "a=1"
+
+
 def test_form_request_becomes_body_and_method():
     request = SplashFormRequest("http://example.com/login", formdata={"user": "a b"})
     call = build_call(request)

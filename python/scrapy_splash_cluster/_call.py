@@ -108,10 +108,16 @@ def build_call(request: Request) -> SplashCall:
         args.setdefault("http_method", request.method)
     if request.body:
         args.setdefault("body", request.body.decode("utf-8", errors="replace"))
-    if SESSION_COOKIES_KEY in request.meta:
+    in_session = SESSION_COOKIES_KEY in request.meta
+    if in_session:
         args.setdefault("cookies", request.meta[SESSION_COOKIES_KEY])
     if not options.get("dont_send_headers"):
         headers = _headers_to_dict(request.headers)
+        if in_session:
+            # The session jar is the one source of cookies of a session
+            # request; a Cookie header from Scrapy's CookiesMiddleware would
+            # send the page cookies the script deleted.
+            headers = {k: v for k, v in headers.items() if k.lower() != "cookie"}
         if headers:
             args.setdefault("headers", headers)
     node_headers = {"Content-Type": "application/json"}

@@ -161,6 +161,7 @@ class ClusterRuntime:
                     "requests",
                     "failures",
                     "render_timeouts",
+                    "expired_args",
                     "retries",
                     "redispatches",
                     "abandoned",

@@ -121,7 +121,9 @@ class SplashCookiesMiddleware:
         jar = self.jars[session_id]
         new_session_id = options.get("new_session_id")
         if new_session_id is not None and new_session_id not in self.jars:
-            self.jars[new_session_id] = copy.deepcopy(jar)
+            fork = self.jars[new_session_id]
+            for cookie in jar:
+                fork.set_cookie(copy.copy(cookie))
         for har in self._request_cookies(request):
             jar.set_cookie(har_to_cookie(har))
         cookies = [cookie_to_har(c) for c in jar]

@@ -25,44 +25,48 @@ class PagesSpider(scrapy.Spider):
 
     async def start(self):
         for i, page in enumerate(self.pages):
-            kind = page.get("kind", "splash")
-            common = {
-                "callback": self.parse_page,
-                "errback": self.failed,
-                "cb_kwargs": {"index": i},
-                "dont_filter": page.get("dont_filter", True),
-                "meta": page.get("meta", {}),
-            }
-            if kind == "plain":
-                yield scrapy.Request(page["url"], **common)
-            elif kind == "form":
-                yield SplashFormRequest(
-                    page["url"],
-                    formdata=page["formdata"],
-                    endpoint=page.get("endpoint", "render.html"),
-                    **common,
-                )
-            elif kind == "script":
-                # No page URL: a script that needs none, as scrapy-splash allowed.
-                yield SplashRequest(endpoint="execute", args=page["args"], **common)
-            elif kind == "meta":
-                # A hand-made meta["splash"], as other code would make it.
-                meta = {**common.pop("meta"), "splash": page["splash"]}
-                yield scrapy.Request(page["url"], meta=meta, **common)
-            else:
-                yield SplashRequest(
-                    page["url"],
-                    endpoint=page.get("endpoint", "render.html"),
-                    args=page.get("args"),
-                    method=page.get("method", "GET"),
-                    body=page.get("body"),
-                    slot_policy=page.get("slot_policy", "per_domain"),
-                    magic_response=page.get("magic_response", True),
-                    dont_process_response=page.get("dont_process_response", False),
-                    **common,
-                )
+            yield self.request_for(i, page)
 
-    def parse_page(self, response: Response, index: int):
+    def request_for(self, index: int, page: dict[str, Any]) -> scrapy.Request:
+        """The request a page description asks for."""
+        kind = page.get("kind", "splash")
+        common: dict[str, Any] = {
+            "callback": self.parse_page,
+            "errback": self.failed,
+            "cb_kwargs": {"index": index, "then": page.get("then")},
+            "dont_filter": page.get("dont_filter", True),
+            "meta": page.get("meta", {}),
+        }
+        if kind == "plain":
+            return scrapy.Request(page["url"], **common)
+        if kind == "form":
+            return SplashFormRequest(
+                page["url"],
+                formdata=page["formdata"],
+                endpoint=page.get("endpoint", "render.html"),
+                **common,
+            )
+        if kind == "script":
+            # No page URL: a script that needs none, as scrapy-splash allowed.
+            return SplashRequest(endpoint="execute", args=page["args"], **common)
+        if kind == "meta":
+            # A hand-made meta["splash"], as other code would make it.
+            meta = {**common.pop("meta"), "splash": page["splash"]}
+            return scrapy.Request(page["url"], meta=meta, **common)
+        return SplashRequest(
+            page["url"],
+            endpoint=page.get("endpoint", "render.html"),
+            args=page.get("args"),
+            method=page.get("method", "GET"),
+            body=page.get("body"),
+            slot_policy=page.get("slot_policy", "per_domain"),
+            magic_response=page.get("magic_response", True),
+            dont_process_response=page.get("dont_process_response", False),
+            cache_args=page.get("cache_args"),
+            **common,
+        )
+
+    def parse_page(self, response: Response, index: int, then: dict[str, Any] | None = None):
         item: dict[str, Any] = {
             "index": index,
             "at": time.monotonic(),
@@ -86,6 +90,9 @@ class PagesSpider(scrapy.Spider):
             if response.text.lstrip().startswith("<"):
                 item["node_div"] = response.css("#node::text").get()
         yield item
+        if then is not None:
+            # A follow-up from the callback, as a login flow makes one.
+            yield self.request_for(index + 1000, then)
 
     def failed(self, failure):
         error = failure.value
