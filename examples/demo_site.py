@@ -301,3 +301,23 @@ class DemoSite:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def main() -> None:
+    """Serve the shop until Ctrl-C: ``python examples/demo_site.py [--port 8000]``."""
+    import argparse
+    import contextlib
+
+    parser = argparse.ArgumentParser(description="Serve the demo shop on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any)")
+    parser.add_argument("--pages", type=int, default=12, help="listing pages (default 12)")
+    parser.add_argument("--products", type=int, default=10, help="products per page (default 10)")
+    args = parser.parse_args()
+    with DemoSite(Catalogue(args.pages, args.products), port=args.port) as site:
+        print(f"Demo shop at {site.url}{Catalogue.listing_path(1)} (Ctrl-C to stop)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,7 @@ Ctrl-C or a failure too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -56,16 +57,16 @@ _BLOCK_HEADERS = re.compile(
     r"|Versions|Overridden settings|Dumping Scrapy stats):"
 )
 _LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \[")
-_CRAWL_STOP_GRACE = 15.0
+_CRAWL_STOP_GRACE = 3.0
 
 
 class Terminal:
     """Prints the crawl's log and the demo's own lines without interleaving them,
     in colour when the output is a terminal that wants colour."""
 
-    def __init__(self, stream: TextIO = sys.stdout) -> None:
-        self.stream = stream
-        self.colour = stream.isatty() and not os.environ.get("NO_COLOR")
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.colour = self.stream.isatty() and not os.environ.get("NO_COLOR")
         self._lock = threading.Lock()
 
     def _paint(self, text: str, code: str) -> str:
@@ -129,7 +130,7 @@ class FaultPlan:
                     "at_s": round(time.monotonic() - started, 2),
                 }
             )
-        elif self.killed and not self.restarted and progress >= self.restart_at:
+        elif self._restart_due(progress):
             self.restarted = True
             self.victim.restart()
             term.banner(
@@ -145,6 +146,12 @@ class FaultPlan:
                     "at_s": round(time.monotonic() - started, 2),
                 }
             )
+
+    def _restart_due(self, progress: float) -> bool:
+        """Whether to restart the victim now; a restart_at of 1 or more means never."""
+        if not self.killed or self.restarted or self.restart_at >= 1:
+            return False
+        return progress >= self.restart_at
 
     def _wait_for_renders_in_flight(self, patience: float = 3.0) -> int:
         """Renders the victim is working on, waiting a moment for one if it is idle:
@@ -213,16 +220,26 @@ class Crawl:
         return status
 
     def stop(self) -> None:
-        """Ask the crawl to stop (SIGINT), kill it if it has not within 15 s."""
-        if self.proc.poll() is not None:
-            return
-        try:
-            self.proc.send_signal(signal.SIGINT)
-            self.proc.wait(timeout=_CRAWL_STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """Stop the crawl: SIGINT (Scrapy's graceful shutdown), a second SIGINT
+        (its unclean one) if renders stay pending, SIGKILL as the last resort.
+
+        Graceful shutdown waits for the requests in flight, which can take
+        the cluster's queue timeout when the nodes are gone already (a
+        terminal's Ctrl-C reaches them too).
+        """
+        for stop in (self._interrupt, self._interrupt, self.proc.kill):
+            if self.proc.poll() is not None:
+                break
+            stop()
+            try:
+                self.proc.wait(timeout=_CRAWL_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                continue
         self._reader.join(timeout=5)
+
+    def _interrupt(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGINT)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -260,6 +277,12 @@ def _parser() -> argparse.ArgumentParser:
         "--victim", type=int, default=2, help="number of the node to kill (default 2: node-2)"
     )
     parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="give up on a crawl that runs longer than this many seconds (default 120)",
+    )
+    parser.add_argument(
         "--json-report", type=Path, default=None, help="also write the report to this JSON file"
     )
     parser.add_argument(
@@ -286,6 +309,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--latency must be >= 0 and --concurrency >= 1")
     if not 0 <= args.kill_at < args.restart_at:
         parser.error("expected 0 <= --kill-at < --restart-at")
+    if args.timeout <= 0:
+        parser.error("--timeout must be > 0")
 
 
 def _raw_look(site: DemoSite, term: Terminal) -> None:
@@ -422,11 +447,7 @@ def print_report(report: dict[str, Any], term: Terminal) -> None:
     )
     term.line()
     if report["ok"]:
-        term.line(
-            "RESULT: OK: a node died with renders in flight and no page was lost; "
-            f"{report['redispatches']} render(s) were redispatched to the other nodes.",
-            "1;32",
-        )
+        term.line("RESULT: OK: " + _verdict(report), "1;32")
     else:
         reasons = []
         if report["lost"]:
@@ -439,6 +460,21 @@ def print_report(report: dict[str, Any], term: Terminal) -> None:
         term.line("RESULT: FAILED: " + "; ".join(reasons), "1;31")
 
 
+def _verdict(report: dict[str, Any]) -> str:
+    """One sentence on what the kill cost, for a report whose crawl lost nothing."""
+    kill = next((e for e in report["events"] if e["event"] == "kill"), None)
+    if kill is None:
+        return "every page was scraped (the crawl ended before the planned kill)."
+    how = (
+        f"with {kill['in_flight']} render(s) in flight on it" if kill["in_flight"] else "mid-crawl"
+    )
+    return (
+        f"{kill['node']} was killed {how}, and no page was lost: "
+        f"{report['retries']} render(s) retried, {report['redispatches']} of them "
+        "on another node."
+    )
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -446,8 +482,34 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def crawl_command(
+    site: DemoSite, nodes: list[MockSplashNode], concurrency: int, items: Path, stats: Path
+) -> list[str]:
+    """``scrapy crawl catalogue``, as one would type it in examples/demo_project."""
+    return [
+        sys.executable,
+        "-m",
+        "scrapy",
+        "crawl",
+        "catalogue",
+        "-a",
+        f"start_url={site.url}{Catalogue.listing_path(1)}",
+        "-s",
+        "SPLASH_URLS=" + ",".join(node.url for node in nodes),
+        "-s",
+        f"CONCURRENT_REQUESTS={concurrency}",
+        "-s",
+        f"CONCURRENT_REQUESTS_PER_DOMAIN={concurrency}",
+        "-s",
+        f"DEMO_STATS_FILE={stats}",
+        "-O",
+        str(items),
+    ]
+
+
 def run(args: argparse.Namespace, term: Terminal) -> int:
-    """The demo; returns the exit status."""
+    """The demo; returns the exit status (0: nothing lost, 1: a loss or a failed
+    crawl, 130: interrupted)."""
     catalogue = Catalogue(pages=args.pages, products=args.products)
     site: DemoSite | None = None
     nodes: list[MockSplashNode] = []
@@ -459,9 +521,7 @@ def run(args: argparse.Namespace, term: Terminal) -> int:
         for stale in (items_path, stats_path):
             stale.unlink(missing_ok=True)
         try:
-            term.title(
-                f"1. A shop whose pages are built by JavaScript: {catalogue.total_pages} pages"
-            )
+            term.title(f"1. A shop of {catalogue.total_pages} pages, built by JavaScript")
             site = DemoSite(catalogue).start()
             term.line(
                 f"   {site.url}  ({catalogue.pages} listing pages x {catalogue.products} products)"
@@ -472,50 +532,33 @@ def run(args: argparse.Namespace, term: Terminal) -> int:
             nodes = start_nodes(args.nodes, slots=5, latency=args.latency, render_mode="fetch")
             for node in nodes:
                 term.line(f"   {node.name}  {node.url}  (pid {node.pid})")
-            victim = nodes[args.victim - 1]
-            plan = FaultPlan(victim, args.kill_at, args.restart_at)
-            restart_note = f", restart it at {args.restart_at:.0%}" if args.restart_at < 1 else ""
+            plan = FaultPlan(nodes[args.victim - 1], args.kill_at, args.restart_at)
+            restart = f", restart it at {args.restart_at:.0%}" if args.restart_at < 1 else ""
             term.line(
-                f"   plan: SIGKILL {victim.name} at {args.kill_at:.0%} of the pages{restart_note}"
+                f"   plan: SIGKILL {plan.victim.name} at {args.kill_at:.0%} of the pages{restart}"
             )
 
-            command = [
-                sys.executable,
-                "-m",
-                "scrapy",
-                "crawl",
-                "catalogue",
-                "-a",
-                f"start_url={site.url}{Catalogue.listing_path(1)}",
-                "-s",
-                "SPLASH_URLS=" + ",".join(node.url for node in nodes),
-                "-s",
-                f"CONCURRENT_REQUESTS={args.concurrency}",
-                "-s",
-                f"CONCURRENT_REQUESTS_PER_DOMAIN={args.concurrency}",
-                "-s",
-                f"DEMO_STATS_FILE={stats_path}",
-                "-O",
-                str(items_path),
-            ]
-            term.title("3. The crawl: scrapy crawl catalogue (examples/demo_project), its log:")
+            command = crawl_command(site, nodes, args.concurrency, items_path, stats_path)
+            term.title("3. The crawl, in examples/demo_project:")
+            term.line("   " + " ".join(["scrapy", *command[3:9]]) + " ...")
             started = time.monotonic()
             crawl = Crawl(command, term, args.full_log)
             while crawl.running():
+                if time.monotonic() - started > args.timeout:
+                    term.banner(f"the crawl still runs after {args.timeout:.0f} s: stopping it")
+                    crawl.stop()
+                    break
                 plan.step(site.page_loads / catalogue.total_pages, started, term)
                 time.sleep(0.02)
             status = crawl.wait()
-            duration = time.monotonic() - started
 
-            items = _read_json(items_path) or []
-            stats = _read_json(stats_path) or {}
             report = build_report(
                 catalogue,
                 nodes,
-                items,
-                stats,
+                _read_json(items_path) or [],
+                _read_json(stats_path) or {},
                 crawl_status=status,
-                duration=duration,
+                duration=time.monotonic() - started,
                 events=plan.events,
                 page_loads=site.page_loads,
             )
@@ -536,15 +579,19 @@ def run(args: argparse.Namespace, term: Terminal) -> int:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM as Ctrl-C: unwind through the clean-up."""
+    """SIGINT and SIGTERM as Ctrl-C: unwind through the clean-up."""
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, run the demo, return its exit status."""
     parser = _parser()
-    args = _parser().parse_args(argv)
+    args = parser.parse_args(argv)
     _check_args(parser, args)
+    # Ctrl-C and SIGTERM unwind through the clean-up, even when the demo was
+    # started with SIGINT ignored (as a shell's background job is): the crawl
+    # inherits the default disposition and so gets Scrapy's graceful handler.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     return run(args, Terminal())
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import http.client
 import json
 import os
 import shutil
@@ -62,6 +63,8 @@ __all__ = [
     "SplashInstall",
     "SplashInstallError",
     "free_port",
+    "free_ports",
+    "http_get",
     "install",
     "splash_home",
 ]
@@ -143,7 +146,9 @@ def _missing_apt_packages() -> list[str]:
     return missing
 
 
-def _run_logged(command: Sequence[str], log: Path, what: str, env: dict[str, str] | None = None):
+def _run_logged(
+    command: Sequence[str], log: Path, what: str, env: dict[str, str] | None = None
+) -> None:
     """Runs a step of the install with its output in ``log``; raises with the tail on failure."""
     with log.open("a") as out:
         out.write(f"\n$ {' '.join(command)}\n")
@@ -269,14 +274,19 @@ def install(home: Path | None = None, *, quiet: bool = False) -> SplashInstall:
                 )
             say(f"pip install {' '.join(PIP_REQUIREMENTS)} (log: {log})")
             _run_logged(
-                [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-                + list(PIP_REQUIREMENTS),
+                [
+                    str(python),
+                    *("-m", "pip", "install", "-q", "--disable-pip-version-check"),
+                    *PIP_REQUIREMENTS,
+                ],
                 log,
                 f"pip install {' '.join(PIP_REQUIREMENTS)}",
             )
             versions = _venv_versions(python)
             if not versions or versions.get("splash") != SPLASH_VERSION:
-                raise SplashInstallError(f"pip finished but splash {SPLASH_VERSION} is not in {venv}")
+                raise SplashInstallError(
+                    f"pip finished but splash {SPLASH_VERSION} is not in {venv}"
+                )
         _check_runtime(python)
         seconds = time.monotonic() - started
         marker.write_text(
@@ -344,10 +354,10 @@ class ProcessRef:
 
     def end(self, grace: float) -> None:
         """SIGTERM, then SIGKILL if it is still there after ``grace`` seconds."""
-        if self.signal(signal.SIGCONT) and self.signal(signal.SIGTERM):
-            if not self.wait_gone(grace):
-                self.signal(signal.SIGKILL)
-                self.wait_gone(5.0)
+        sent = self.signal(signal.SIGCONT) and self.signal(signal.SIGTERM)
+        if sent and not self.wait_gone(grace):
+            self.signal(signal.SIGKILL)
+            self.wait_gone(5.0)
 
 
 def _children(pid: int) -> list[int]:
@@ -387,11 +397,28 @@ def _remove_stale_x_lock(display: str | None, pid: int) -> None:
                 path.unlink()
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports, the kernel's picks.
+
+    The sockets stay bound until all are chosen, so that the kernel cannot
+    hand out one port twice; a race with other programs binding meanwhile
+    remains possible, as with any such pick.
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
-    """A free loopback port (the kernel's pick; a race with other binders is possible)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """One free loopback port (see :func:`free_ports`)."""
+    return free_ports(1)[0]
 
 
 def _node_env() -> dict[str, str]:
@@ -405,23 +432,34 @@ def _node_env() -> dict[str, str]:
     return env
 
 
-def _get(url: str, timeout: float) -> tuple[int, bytes]:
+# Loopback only: no proxy from the environment may sit between us and a node.
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+    """GET on loopback, bypassing any proxy; (status, body), also for HTTP errors.
+    Raises OSError when there is no answer."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with _LOOPBACK.open(url, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
-        return error.code, error.read()
+        with error:
+            return error.code, error.read()
+    except http.client.HTTPException as error:  # a half-started or dying node
+        raise OSError(f"bad answer from {url}: {error!r}") from error
 
 
 class RealSplashNode:
     """One real Splash 3.5 process on loopback, and the means to hurt it.
 
     ``start()`` spawns the node and waits for its ``/_ping``; ``start_seconds``
-    is then how long that took. The node's Xvfb (Splash starts it as a child)
-    is found and recorded at start, because a SIGKILLed node leaves it behind
-    and it must then be ended by its own pid. ``restart()`` reuses the port.
-    ``parent_pid`` makes the node end itself when that process is gone, so a
-    crashed test run leaves no node behind (the launcher watches it).
+    is then how long that took, ``spawned_at`` and ``started_at`` the
+    ``time.monotonic()`` of the spawn and of the first answer. The node's Xvfb
+    (Splash starts it as a child) is found and recorded at start, because a
+    SIGKILLed node leaves it behind and it must then be ended by its own pid.
+    ``restart()`` reuses the port. ``parent_pid`` makes the node end itself
+    when that process is gone, so a crashed test run leaves no node behind
+    (the launcher watches it).
     """
 
     def __init__(
@@ -449,6 +487,7 @@ class RealSplashNode:
         self.log_path = self.log_dir / f"{self.name}.log"
         self.parent_pid = parent_pid
         self.start_seconds: float | None = None
+        self.spawned_at: float | None = None
         self.started_at: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._ref: ProcessRef | None = None
@@ -477,6 +516,11 @@ class RealSplashNode:
     @property
     def xvfb_pid(self) -> int | None:
         return self._xvfb.pid if self._xvfb else None
+
+    @property
+    def xvfb_alive(self) -> bool:
+        """True while the Xvfb recorded at start still runs."""
+        return self._xvfb is not None and self._xvfb.alive()
 
     @property
     def running(self) -> bool:
@@ -509,14 +553,13 @@ class RealSplashNode:
             if self.running:
                 raise SplashError(f"{self.name} is already running (pid {self.pid})")
             if not self.python.exists():
-                raise SplashError(
-                    f"no Splash venv at {self.python.parent.parent}: run `scripts/splash.py install`"
-                )
+                venv = self.python.parent.parent
+                raise SplashError(f"no Splash venv at {venv}: run `scripts/splash.py install`")
             self.log_dir.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("ab") as log:
                 log.write(f"\n--- {time.strftime('%F %T')} {' '.join(self.command())}\n".encode())
                 log.flush()
-                begun = time.monotonic()
+                begun = self.spawned_at = time.monotonic()
                 # Own session: a Ctrl-C in the terminal reaches the test run,
                 # whose teardown stops the nodes, not the nodes themselves.
                 self._proc = subprocess.Popen(
@@ -534,6 +577,7 @@ class RealSplashNode:
             try:
                 self._wait_ready(begun + timeout)
             except BaseException:
+                self._find_xvfb()  # so that kill() ends it too
                 self.kill()
                 raise
             self.start_seconds = time.monotonic() - begun
@@ -550,7 +594,7 @@ class RealSplashNode:
                     f"/_ping; log {self.log_path}:\n{self.log_tail()}"
                 )
             with contextlib.suppress(OSError):
-                status, _ = _get(f"{self.url}/_ping", 1.0)
+                status, _ = http_get(f"{self.url}/_ping", 1.0)
                 if status == 200:
                     return
             if time.monotonic() >= deadline:
@@ -571,7 +615,7 @@ class RealSplashNode:
 
     def ping(self, timeout: float = 1.0) -> bool:
         try:
-            status, _ = _get(f"{self.url}/_ping", timeout)
+            status, _ = http_get(f"{self.url}/_ping", timeout)
         except OSError:
             return False
         return status == 200
@@ -671,7 +715,7 @@ class RealSplashNode:
             "xvfb_display": self._xvfb_display,
             "log": str(self.log_path),
             "start_seconds": self.start_seconds,
-            "started_at": time.time(),
+            "recorded_at": time.time(),
         }
 
     @classmethod

@@ -26,6 +26,7 @@ no longer its parent: a test run that crashes leaves no node behind.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import runpy
@@ -93,14 +94,17 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _check() -> int:
-    import PyQt5.QtWebEngineWidgets  # noqa: F401  (the chromium engine)
-    import PyQt5.QtWebKit  # noqa: F401  (the webkit engine)
-    import qt5reactor  # noqa: F401
-    import splash
-    import splash.render_options  # noqa: F401
-    import xvfbwrapper  # noqa: F401
-
-    print(f"splash {splash.__version__} imports with the shims applied")
+    for module in (
+        "PyQt5.QtWebKit",  # the webkit engine
+        "PyQt5.QtWebEngineWidgets",  # the chromium engine
+        "qt5reactor",
+        "xvfbwrapper",  # how Splash starts its Xvfb
+        "splash.render_options",  # what shim 1 is for
+        "splash.server",
+    ):
+        importlib.import_module(module)
+    version = importlib.import_module("splash").__version__
+    print(f"splash {version} imports with the shims applied")
     return 0
 
 

@@ -39,13 +39,19 @@ def run_crawl(
     runs that many seconds after the crawl started, from another thread."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
+        # Files, not arguments: a crawl of 200 pages with a 10 KB script
+        # each is longer than a command line may be.
+        settings_file = Path(tmp) / "settings.json"
+        settings_file.write_text(json.dumps(settings))
+        pages_file = Path(tmp) / "pages.json"
+        pages_file.write_text(json.dumps(pages))
         command = [
             sys.executable,
             "-m",
             "tests.crawl.run",
             str(out),
-            json.dumps(settings),
-            json.dumps(pages),
+            str(settings_file),
+            str(pages_file),
         ]
         proc = subprocess.Popen(
             command,

@@ -138,7 +138,8 @@ def test_session_cookies_carry_across_nodes(splash_nodes, login_site):
 
 
 def test_cache_args_on_a_cluster_with_a_restart(splash_nodes):
-    nodes = splash_nodes(3, latency=0.02)
+    nodes = splash_nodes(3, latency=0.05)
+    count = 300
     pages = [
         {
             "url": f"http://example.com/{i}",
@@ -146,7 +147,7 @@ def test_cache_args_on_a_cluster_with_a_restart(splash_nodes):
             "args": {"lua_source": LUA_10KB},
             "cache_args": ["lua_source"],
         }
-        for i in range(200)
+        for i in range(count)
     ]
     before_restart: list[int] = []
 
@@ -157,17 +158,29 @@ def test_cache_args_on_a_cluster_with_a_restart(splash_nodes):
     result = run_crawl(
         settings_for(nodes, CONCURRENT_REQUESTS=6),
         pages,
-        during=[(1.5, restart)],
+        during=[(1.2, restart)],
     )
     assert_clean(result)
     assert not errors(result)
-    assert len(result.items) == 200
+    assert len(result.items) == count
     assert before_restart, "the crawl ended before the restart"
     received = sum(n.stats()["bytes_received"] for n in nodes) + before_restart[0]
-    every_time = 200 * len(LUA_10KB)
+    every_time = count * len(LUA_10KB)
+    # Measured: about 5 % of sending the script every time.
     assert received < every_time / 5, (received, every_time)
     stats = result.stats
-    assert stats.get("splash_cluster/args/sent_by_key", 0) > 150
-    assert stats.get("splash_cluster/args/expired", 0) >= 1
-    for node in nodes:
+    assert stats["splash_cluster/args/sent_by_key"] > count * 0.8
+    # The restarted node lost the saved script: 498s, resent at once.
+    restarted = f"splash_cluster/nodes/127.0.0.1:{nodes[1].port}"
+    assert stats["splash_cluster/args/expired"] >= 1
+    assert stats[f"{restarted}/expired_args"] == stats["splash_cluster/args/expired"]
+    # Failures are the renders the restart cut short, never the 498s.
+    attempts = [a for item in result.items for a in item["attempts"]]
+    cut_short = [
+        a
+        for a in attempts
+        if a[0] == nodes[1].url and a[1][:3] not in ("200", "498", "aba")  # abandoned: no blame
+    ]
+    assert stats[f"{restarted}/failures"] == len(cut_short)
+    for node in (nodes[0], nodes[2]):
         assert stats[f"splash_cluster/nodes/127.0.0.1:{node.port}/failures"] == 0

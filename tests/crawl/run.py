@@ -2,7 +2,7 @@
 the items, the stats, the finish reason. A process per crawl gives each
 crawl its own reactor and proves the crawler exits clean.
 
-    python -m tests.crawl.run OUT.json SETTINGS_JSON PAGES_JSON
+    python -m tests.crawl.run OUT.json SETTINGS.json PAGES.json
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from tests.crawl.spiders import PagesSpider
 
 
 def main() -> None:
-    out, settings_json, pages_json = sys.argv[1:4]
+    out, settings_path, pages_path = sys.argv[1:4]
+    with open(settings_path) as f:
+        settings_json = f.read()
+    with open(pages_path) as f:
+        pages_json = f.read()
     settings = {
         "LOG_LEVEL": "INFO",
         "TELNETCONSOLE_ENABLED": False,

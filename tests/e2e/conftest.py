@@ -20,6 +20,7 @@ JavaScript site), ``real_nodes`` (two real nodes for the whole session),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -29,7 +30,14 @@ from typing import Any
 
 import pytest
 
-from scripts.splash import RealSplashNode, SplashError, SplashInstall, SplashInstallError, install
+from scripts.splash import (
+    RealSplashNode,
+    SplashError,
+    SplashInstall,
+    SplashInstallError,
+    free_ports,
+    install,
+)
 from tests.e2e.site import JsSite
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -43,9 +51,12 @@ _MEASUREMENTS = pytest.StashKey[dict[str, Any]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--e2e", action="store_true", default=False, help="run the real-Splash tier (tests/e2e)"
-    )
+    # ValueError: tests/conftest.py registered it already (so that a run from
+    # the root understands ``pytest --e2e``).
+    with contextlib.suppress(ValueError):
+        parser.addoption(
+            "--e2e", action="store_true", default=False, help="run the real-Splash tier (tests/e2e)"
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -111,10 +122,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 @pytest.fixture(scope="session")
 def splash_install(measurements: dict[str, Any]) -> SplashInstall:
     """Splash 3.5 installed (or found installed) under the cache directory."""
+    failure: SplashInstallError | None = None
     try:
         result = install()
     except SplashInstallError as error:
-        pytest.fail(f"SPLASH INSTALL FAILED, the e2e tier cannot run:\n{error}", pytrace=False)
+        failure = error
+    if failure is not None:  # outside the except: one message, not a chained pair
+        pytest.fail(f"SPLASH INSTALL FAILED, the e2e tier cannot run:\n{failure}", pytrace=False)
     measurements["install"] = {
         "home": str(result.home),
         "reused": result.reused,
@@ -142,9 +156,12 @@ def start_nodes(nodes: list[RealSplashNode]) -> None:
         raise errors[0]
 
 
-def make_node(install: SplashInstall, log_dir: Path, name: str, **kwargs: Any) -> RealSplashNode:
+def make_node(
+    install: SplashInstall, log_dir: Path, name: str, port: int = 0, **kwargs: Any
+) -> RealSplashNode:
     """A node of this test run: it ends itself if the run dies (parent_pid)."""
     return RealSplashNode(
+        port,
         slots=NODE_SLOTS,
         home=install.home,
         log_dir=log_dir,
@@ -165,12 +182,19 @@ def real_nodes(
     splash_install: SplashInstall, splash_logs: Path, measurements: dict[str, Any]
 ) -> Iterator[list[RealSplashNode]]:
     """Two real nodes for the session, stopped (with their Xvfb) even if tests fail."""
-    nodes = [make_node(splash_install, splash_logs, f"node-{i + 1}") for i in range(NODE_COUNT)]
+    ports = free_ports(NODE_COUNT)
+    nodes = [
+        make_node(splash_install, splash_logs, f"node-{i + 1}", port)
+        for i, port in enumerate(ports)
+    ]
     try:
+        failure: SplashError | None = None
         try:
             start_nodes(nodes)
         except SplashError as error:
-            pytest.fail(f"A REAL SPLASH NODE DID NOT START:\n{error}", pytrace=False)
+            failure = error
+        if failure is not None:
+            pytest.fail(f"A REAL SPLASH NODE DID NOT START:\n{failure}", pytrace=False)
         measurements["node_start_seconds"] = [round(n.start_seconds or 0, 2) for n in nodes]
         yield nodes
     finally:

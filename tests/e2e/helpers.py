@@ -8,11 +8,10 @@ import json
 import re
 import statistics
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scripts.splash import RealSplashNode
+from scripts.splash import RealSplashNode, http_get
 from tests.crawl_helpers import CrawlResult
 from tests.e2e.site import JsSite, marker
 
@@ -75,8 +74,8 @@ def node_stat(result: CrawlResult, node: RealSplashNode, key: str) -> int:
 def active_renders(node: RealSplashNode) -> int:
     """Renders the node says it is running (its /_debug), 0 if it does not answer."""
     try:
-        with urllib.request.urlopen(f"{node.url}/_debug", timeout=1.0) as response:
-            return len(json.loads(response.read())["active"])
+        status, body = http_get(f"{node.url}/_debug", 1.0)
+        return len(json.loads(body)["active"]) if status == 200 else 0
     except (OSError, ValueError, KeyError):
         return 0
 
@@ -106,6 +105,7 @@ class Fault:
         self.at: float | None = None
         self.active_at_fault = 0
         self.done_at: float | None = None
+        self.done_monotonic: float | None = None
         self.error: BaseException | None = None
 
     def __call__(self) -> None:
@@ -119,6 +119,9 @@ class Fault:
             self.at = time.time()
             self.action()
             self.done_at = time.time()
+            # The crawl's items carry time.monotonic() of the crawler process:
+            # the same clock, machine-wide on Linux.
+            self.done_monotonic = time.monotonic()
         except BaseException as exc:  # reported by the test, not lost in a timer thread
             self.error = exc
 
@@ -160,7 +163,7 @@ def fault_cost(result: CrawlResult, nodes: Sequence[RealSplashNode]) -> dict[str
     stats = result.stats
     return {
         "requests": stats.get("splash_cluster/requests"),
-        "attempts": stats.get("splash_cluster/attempts"),
+        "attempts_total": stats.get("splash_cluster/attempts"),
         "retries": stats.get("splash_cluster/retries", 0),
         "redispatches": stats.get("splash_cluster/redispatches", 0),
         "retried_items": sum(1 for i in result.items if len(i.get("attempts") or ()) > 1),

@@ -4,13 +4,13 @@ on pages whose content exists only once their JavaScript ran."""
 from __future__ import annotations
 
 import base64
-import urllib.request
+from typing import Any
 
 import pytest
 
-from scripts.splash import RealSplashNode
+from scripts.splash import RealSplashNode, http_get
 from tests.crawl_helpers import run_crawl
-from tests.e2e.helpers import assert_nothing_lost, js_pages, settings_for
+from tests.e2e.helpers import assert_clean, assert_nothing_lost, js_pages, node_stat, settings_for
 from tests.e2e.site import JsSite, marker
 
 pytestmark = pytest.mark.e2e
@@ -26,8 +26,9 @@ end
 
 def test_the_site_needs_javascript(site: JsSite) -> None:
     """Without this, the marker checks below would prove nothing."""
-    with urllib.request.urlopen(site.page(3), timeout=5) as response:
-        source = response.read().decode()
+    status, body = http_get(site.page(3), 5.0)
+    source = body.decode()
+    assert status == 200
     assert marker(3) not in source and 'id="app"></div>' in source
 
 
@@ -68,7 +69,40 @@ def test_execute_runs_lua(nodes: list[RealSplashNode], site: JsSite) -> None:
         assert marker(index) in item["data"]["html"]
 
 
+def chromium_pages(site: JsSite, n: int) -> list[dict[str, Any]]:
+    """render.html with engine=chromium, without the request's headers: Splash
+    3.5's chromium engine answers 400 "headers is not implemented" to a render
+    that carries them, and the add-on sends them unless told not to."""
+    return [
+        {
+            "url": site.page(i),
+            "kind": "meta",
+            "splash": {"args": {"engine": "chromium"}, "dont_send_headers": True},
+        }
+        for i in range(n)
+    ]
+
+
 def test_chromium_engine_renders_html(nodes: list[RealSplashNode], site: JsSite) -> None:
-    result = run_crawl(settings_for(nodes), js_pages(site, 4, args={"engine": "chromium"}))
+    result = run_crawl(settings_for(nodes), chromium_pages(site, 4))
     assert_nothing_lost(result, 4)
     assert all(item["class"] == "SplashTextResponse" for item in result.items)
+
+
+def test_chromium_refusing_headers_is_the_requests_fault(
+    nodes: list[RealSplashNode], site: JsSite
+) -> None:
+    """The 400 comes back to the spider once: not retried, not held against a node."""
+    result = run_crawl(
+        settings_for(nodes, RETRY_ENABLED=False), js_pages(site, 2, args={"engine": "chromium"})
+    )
+    assert_clean(result)
+    for item in result.items:
+        assert item["status"] == 400, item
+        assert item["data"]["type"] == "BadOption"
+        assert item["data"]["info"] == "headers is not implemented"
+        assert len(item["attempts"]) == 1
+    assert result.stats["splash_cluster/responses/400"] == 2
+    for node in nodes:
+        assert node_stat(result, node, "failures") == 0
+        assert node_stat(result, node, "downs") == 0

@@ -53,9 +53,10 @@ argument, still taking ``latency + wait`` seconds besides the load:
   magic responses, the Scrapy response of a 404 page is a 200 with both;
 * render.json's ``url`` is the url after redirects and ``title`` the page's
   ``<title>``; render.png and render.jpeg load the page, then answer the fixed
-  image; ``/execute`` and ``/run`` load nothing (the mock runs no Lua, so it
-  cannot know whether the script would load the url) and answer as in static
-  mode;
+  image. The mock runs no Lua: ``/execute`` and ``/run`` with a ``url``
+  argument load that url as the usual session script would (cookies in,
+  ``splash:go``, then ``{url, http_status, html, cookies}``); without one they
+  load nothing and answer as in static mode;
 * the mock cannot run JavaScript. It emulates one page convention instead,
   the one the demo site in ``examples/`` follows (see
   :func:`emulate_page_script`): a page written to it comes out of the mock as
@@ -75,7 +76,9 @@ import asyncio
 import base64
 import collections
 import contextlib
+import dataclasses
 import errno
+import hashlib
 import html
 import json
 import os
@@ -112,6 +115,9 @@ RENDER_ENDPOINTS = (
 
 #: What a render does: answer fixed content, or load the page (see the module docstring).
 RENDER_MODES = ("static", "fetch")
+
+# Splash keeps this many saved arguments per process (its LRU's size).
+_ARGCACHE_SIZE = 500
 
 #: Every mode ``/fault`` accepts, with what it does.
 FAULT_MODES: dict[str, str] = {
@@ -370,6 +376,33 @@ class _Page:
     text: str
 
 
+def _cookie_header(cookies: Any) -> str:
+    """The ``cookies`` argument (HAR cookies) as a Cookie header."""
+    if not isinstance(cookies, list):
+        return ""
+    return "; ".join(
+        f"{c['name']}={c['value']}" for c in cookies if isinstance(c, dict) and "name" in c
+    )
+
+
+def _merge_cookies(sent: Any, page: _Page) -> list[dict[str, Any]]:
+    """The session's cookies after the page: those sent, updated by the
+    page's Set-Cookie headers (name=value and Path only: a mock's jar)."""
+    jar = {c["name"]: c for c in sent or [] if isinstance(c, dict) and "name" in c}
+    host = urlsplit(page.url).hostname or ""
+    for name, value in page.headers:
+        if name.lower() != "set-cookie" or "=" not in value:
+            continue
+        first, *attributes = [part.strip() for part in value.split(";")]
+        cookie_name, cookie_value = first.split("=", 1)
+        cookie: dict[str, Any] = {"name": cookie_name, "value": cookie_value, "domain": host}
+        for attribute in attributes:
+            if attribute.lower().startswith("path="):
+                cookie["path"] = attribute[5:]
+        jar[cookie_name] = cookie
+    return list(jar.values())
+
+
 def _page_headers(raw: Any) -> list[tuple[str, str]]:
     """The ``headers`` argument (a dict or a list of pairs) as headers to send."""
     pairs = raw.items() if isinstance(raw, dict) else raw if isinstance(raw, list) else []
@@ -550,6 +583,8 @@ class _Stats:
         self.completed = 0
         self.cancelled = 0
         self.dropped = 0
+        self.bytes_received = 0
+        self.expired_args = 0
         self.statuses: collections.Counter[str] = collections.Counter()
         self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=_LOG_SIZE)
 
@@ -575,6 +610,7 @@ class _Job:
         "page",
         "render_time",
         "rendering",
+        "saved",
         "task",
         "timed_out",
         "timeout",
@@ -595,6 +631,8 @@ class _Job:
         # Fetch mode: the loaded page, or the RenderError answer of a failed load.
         self.page: _Page | Response | None = None
         self.rendering = False
+        # save_args: argument name -> the key it was saved under.
+        self.saved: dict[str, str] = {}
         self.timed_out = False
         self.task: asyncio.Task[Response | None] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -632,6 +670,8 @@ class MockSplashServer:
             raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
         self._name = name
         self.render_mode = render_mode
+        # Splash's argument cache: per process, an LRU of 500 values.
+        self._argcache: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self.host = host
         self.slots = slots
         self.max_timeout = float(max_timeout)
@@ -844,6 +884,9 @@ class MockSplashServer:
             "completed": s.completed,
             "cancelled": s.cancelled,
             "dropped": s.dropped,
+            "bytes_received": s.bytes_received,
+            "expired_args": s.expired_args,
+            "saved_args": len(self._argcache),
             "statuses": dict(s.statuses),
             "log": list(s.log),
             "fault": self._fault,
@@ -915,7 +958,7 @@ class MockSplashServer:
                     "qsize": len(self._waiters),
                     "maxrss": _maxrss_kb(),
                     "fds": _num_fds(),
-                    "argcache": 0,
+                    "argcache": len(self._argcache),
                     "leaks": {},
                 }
             )
@@ -968,7 +1011,10 @@ class MockSplashServer:
         stats.log.append(entry)
         job = _Job(conn, endpoint, entry)
 
+        stats.bytes_received += len(request.body)
         parsed = self._parse_args(request)
+        if isinstance(parsed, dict):
+            parsed = self._use_argument_cache(job, parsed)
         if isinstance(parsed, dict):
             url = parsed.get("url")
             entry["url"] = url if isinstance(url, str) else None
@@ -1064,9 +1110,11 @@ class MockSplashServer:
     def _loads_page(self, job: _Job) -> bool:
         """Whether this render loads its page: fetch mode, a render endpoint, no fault
         that fails the render anyway."""
+        # job.url is "about:blank" for a script given no url: nothing to load.
+        scripted = job.endpoint in ("/execute", "/run") and job.url not in ("", "about:blank")
         return (
             self.render_mode == "fetch"
-            and job.endpoint.startswith("/render.")
+            and (job.endpoint.startswith("/render.") or scripted)
             and job.fault in (None, "latency")
         )
 
@@ -1077,8 +1125,12 @@ class MockSplashServer:
         method = str(args.get("http_method") or "GET").upper()
         body = args.get("body")
         payload = body.encode("utf-8") if isinstance(body, str) else b""
+        headers = _page_headers(args.get("headers"))
+        cookie = _cookie_header(args.get("cookies"))
+        if cookie:
+            headers.append(("Cookie", cookie))
         try:
-            page = await _load_page(job.url, method, _page_headers(args.get("headers")), payload)
+            page = await _load_page(job.url, method, headers, payload)
         except _LoadError as exc:
             job.entry["page_status"] = None
             return exc.response()
@@ -1125,6 +1177,11 @@ class MockSplashServer:
             stats.completed += 1
             stats.statuses[str(response.status)] += 1
             job.entry["status"] = response.status
+            if job.saved:
+                saved = ";".join(f"{name}={key}" for name, key in job.saved.items())
+                response = dataclasses.replace(
+                    response, headers=(*response.headers, ("X-Splash-Saved-Arguments", saved))
+                )
         return response
 
     def _end_unanswered(self, job: _Job) -> None:
@@ -1174,6 +1231,41 @@ class MockSplashServer:
             return _bad_option(
                 {"type": "invalid_json", "description": "Can't decode JSON", "message": str(exc)}
             )
+        return args
+
+    def _use_argument_cache(self, job: _Job, args: dict[str, Any]) -> dict[str, Any] | Response:
+        """Splash's ``load_args`` / ``save_args``: values saved by an earlier
+        request of this process replace their keys; a key this process does
+        not hold (never saved here, evicted, or saved before a restart) is a
+        498 ExpiredArguments, as in Splash."""
+        load = args.pop("load_args", None)
+        if isinstance(load, str):
+            load = dict(p.split("=", 1) for p in load.split(";") if "=" in p)
+        if isinstance(load, dict):
+            expired = [name for name, key in load.items() if key not in self._argcache]
+            if expired:
+                self._stats.expired_args += 1
+                return _error(
+                    498,
+                    "ExpiredArguments",
+                    "Arguments stored with ``save_args`` are expired",
+                    {"expired": sorted(expired)},
+                )
+            for name, key in load.items():
+                self._argcache.move_to_end(key)
+                args[name] = self._argcache[key]
+        save = args.pop("save_args", None)
+        names = save.split(",") if isinstance(save, str) else save
+        for name in names or ():
+            if name in args:
+                key = hashlib.sha1(
+                    json.dumps(args[name], sort_keys=True).encode(), usedforsecurity=False
+                ).hexdigest()
+                self._argcache[key] = args[name]
+                self._argcache.move_to_end(key)
+                job.saved[name] = key
+        while len(self._argcache) > _ARGCACHE_SIZE:
+            self._argcache.popitem(last=False)
         return args
 
     def _validate(self, job: _Job, args: dict[str, Any]) -> None:
@@ -1348,6 +1440,20 @@ class MockSplashServer:
             return Response(200, PNG_BYTES, "image/png")
         if endpoint == "/render.jpeg":
             return Response(200, JPEG_BYTES, "image/jpeg")
+        if endpoint in ("/execute", "/run"):
+            # What the usual session script returns: splash:init_cookies,
+            # splash:go, then {html, cookies = splash:get_cookies()}.
+            source = args.get("lua_source")
+            return _json(
+                {
+                    "url": page.url,
+                    "http_status": page.status,
+                    "html": page.text,
+                    "node": self.name,
+                    "cookies": _merge_cookies(args.get("cookies"), page),
+                    "lua_source_length": len(source) if isinstance(source, str) else 0,
+                }
+            )
         title = _page_title(page.text)
         har = self._har(page.url, page.text, page.status, page.reason, page.headers, title)
         if endpoint == "/render.har":
