@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup install browser test test-rust test-python lint format demo clean
+.PHONY: setup install browser test test-rust test-python splash-install test-e2e lint format demo clean
 
 # The virtualenv with the build and test tools; redone when the list changes.
 $(VENV)/.deps: requirements-dev.txt
@@ -34,6 +34,16 @@ test-python: install browser
 
 test: test-rust test-python
 
+# Real Splash 3.5 without Docker: Debian's Qt packages and a venv under
+# ~/.cache (idempotent; apt needs root).
+splash-install:
+	python3 scripts/splash.py install
+
+# End-to-end tier: real crawls through real Splash nodes, with real faults
+# (about 2 min, most of it waiting for Splash's 60 s --maxrss check).
+test-e2e: install splash-install
+	$(PY) -m pytest tests/e2e -q
+
 # README command one: a crawl through three mock Splash nodes, one killed mid-crawl.
 demo: install
 	$(PY) examples/run_demo.py
@@ -41,13 +51,13 @@ demo: install
 lint: setup
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests
-	$(VENV)/bin/ruff format --check python tests
+	$(VENV)/bin/ruff check python tests scripts examples
+	$(VENV)/bin/ruff format --check python tests scripts examples
 
 format: setup
 	cargo fmt
-	$(VENV)/bin/ruff format python tests
-	$(VENV)/bin/ruff check --fix python tests
+	$(VENV)/bin/ruff format python tests scripts examples
+	$(VENV)/bin/ruff check --fix python tests scripts examples
 
 clean:
 	rm -rf $(VENV) target dist

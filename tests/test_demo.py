@@ -271,7 +271,7 @@ def test_fetch_mode_load_is_async_and_bounded_by_timeout(fetch_node: MockSplashN
     hung = result["hung"]
     assert hung.status == 504
     assert hung.json()["type"] == "GlobalTimeoutError"
-    assert hung.json()["info"] == {"timeout": 1.0}
+    assert hung.json()["info"] == {"remaining": 0, "timeout": 1.0}
 
 
 def test_fetch_mode_forwards_headers_and_method(fetch_node: MockSplashNode, site: Site):
@@ -294,7 +294,7 @@ def test_fetch_mode_leaves_other_pages_unrendered(fetch_node: MockSplashNode, si
 def test_fetch_mode_loads_nothing_for_failing_renders_or_urlless_scripts(
     fetch_node: MockSplashNode, site: Site
 ):
-    data = render(fetch_node, "/execute", lua_source="return 1").json()
+    data = render(fetch_node, "/execute", lua_source="function main(splash) return 1 end").json()
     assert data["node"] == "node-1" and data["url"] == "about:blank"
     fetch_node.set_fault("render-error", count=1)
     assert render(fetch_node, "/render.html", url=site.url + "/shop").status == 502

@@ -89,6 +89,13 @@ def test_session_requests_take_cookies_from_the_jar_only():
     assert build_call(plain).args["headers"]["Cookie"] == "a=1"
 
 
+def test_chromium_gets_no_headers_it_would_refuse():
+    request = SplashRequest(
+        "http://example.com/c", args={"engine": "chromium"}, headers={"X-Page": "1"}
+    )
+    assert "headers" not in build_call(request).args
+
+
 def test_form_request_becomes_body_and_method():
     request = SplashFormRequest("http://example.com/login", formdata={"user": "a b"})
     call = build_call(request)

@@ -177,7 +177,10 @@ def test_render_json_includes_and_execute_cookies(node: MockSplashNode) -> None:
     assert base64.b64decode(data["jpeg"]) == JPEG_BYTES
     assert data["har"]["log"]["entries"]
     cookies = [{"name": "session", "value": "1", "domain": "example.com"}]
-    data = post_json(node, "/execute", {"lua_source": "x", "url": PAGE, "cookies": cookies}).json()
+    script = "function main(splash, args) return 1 end"
+    data = post_json(
+        node, "/execute", {"lua_source": script, "url": PAGE, "cookies": cookies}
+    ).json()
     assert data["cookies"] == cookies
 
 
@@ -190,7 +193,8 @@ def test_argument_errors(node: MockSplashNode) -> None:
         {"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert reply.status == 415
-    err = reply.json()
+    # As a real node: the error JSON, then Twisted's page in the same body.
+    err, _ = json.JSONDecoder().raw_decode(reply.body.decode())
     assert err["error"] == 415 and err["type"] == "UnsupportedContentType"
     assert "application/json" in err["info"]["supported"]
 
@@ -286,7 +290,7 @@ def test_queue_timeout_gives_504(splash_nodes: SplashNodesFactory) -> None:
         "error": 504,
         "type": "GlobalTimeoutError",
         "description": "Timeout exceeded rendering page",
-        "info": {"timeout": 0.5},
+        "info": {"remaining": 0, "timeout": 0.5},
     }
     assert 0.3 < elapsed < 0.9  # answered when its timeout expired, not after the first render
     stats = node.stats()
@@ -599,3 +603,43 @@ def test_cli_prints_one_ready_line() -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_answers_checked_against_a_real_node(node: MockSplashNode) -> None:
+    """The differences tests/e2e/test_mock_parity.py found, now mocked."""
+    chromium = post_json(node, "/render.html", {"url": PAGE, "engine": "chromium", "headers": {}})
+    assert chromium.status == 200
+    chromium = post_json(
+        node, "/render.html", {"url": PAGE, "engine": "chromium", "headers": {"X": "1"}}
+    )
+    assert chromium.status == 400
+    assert chromium.json()["info"] == "headers is not implemented"
+    bad_lua = post_json(node, "/execute", {"lua_source": "this is not lua"})
+    assert bad_lua.status == 400
+    err = bad_lua.json()
+    assert err["type"] == "ScriptError" and err["info"]["type"] == "LUA_INIT_ERROR"
+    assert sorted(err["info"]) == ["error", "line_number", "message", "source", "type"]
+
+
+def test_argument_cache_per_process(node: MockSplashNode) -> None:
+    script = "function main(splash, args) return 1 end -- " + "x" * 100
+    saved = request(
+        node,
+        "POST",
+        "/execute",
+        json.dumps({"lua_source": script, "save_args": ["lua_source"]}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert saved.status == 200
+    header = saved.headers["X-Splash-Saved-Arguments"]
+    name, key = header.split("=")
+    assert name == "lua_source"
+    loaded = post_json(node, "/execute", {"load_args": {"lua_source": key}})
+    assert loaded.status == 200
+    assert loaded.json()["lua_source_length"] == len(script)
+    missing = post_json(node, "/execute", {"load_args": {"lua_source": "0" * 40}})
+    assert missing.status == 498
+    assert missing.json()["type"] == "ExpiredArguments"
+    assert missing.json()["info"] == {"expired": ["lua_source"]}
+    node.restart()
+    assert post_json(node, "/execute", {"load_args": {"lua_source": key}}).status == 498

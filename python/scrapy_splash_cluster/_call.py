@@ -111,7 +111,10 @@ def build_call(request: Request) -> SplashCall:
     in_session = SESSION_COOKIES_KEY in request.meta
     if in_session:
         args.setdefault("cookies", request.meta[SESSION_COOKIES_KEY])
-    if not options.get("dont_send_headers"):
+    # Splash 3.5's chromium engine answers 400 "headers is not implemented"
+    # to any headers argument: the request's own are not sent to it.
+    chromium = args.get("engine") == "chromium"
+    if not options.get("dont_send_headers") and not chromium:
         headers = _headers_to_dict(request.headers)
         if in_session:
             # The session jar is the one source of cookies of a session

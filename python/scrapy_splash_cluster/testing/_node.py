@@ -540,9 +540,24 @@ def _dechunk(data: bytes, url: str) -> bytes:
 class _BadOption(Exception):
     """Splash's BadOption: its ``info`` goes into the 400 answer."""
 
-    def __init__(self, info: dict[str, Any]) -> None:
+    def __init__(self, info: Any) -> None:
         super().__init__(info)
         self.info = info
+
+
+class _ScriptError(Exception):
+    """Splash's 400 ScriptError for a script that does not load."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(source)
+        first_line = source.splitlines()[0] if source else ""
+        self.info = {
+            "source": f'[string "{first_line[:40]}"]',
+            "line_number": 1,
+            "error": "a script must define function main(splash, args)",
+            "type": "LUA_INIT_ERROR",
+            "message": "Lua error: the script does not define main",
+        }
 
 
 def _error(status: int, type_: str, description: str, info: Any) -> Response:
@@ -550,7 +565,39 @@ def _error(status: int, type_: str, description: str, info: Any) -> Response:
     return Response(status, json.dumps(body).encode(), _JSON)
 
 
-def _bad_option(info: dict[str, Any]) -> Response:
+_TWISTED_NOT_BYTES = (
+    b"\n<html>\n  <head><title>500 - Request did not return bytes</title></head>\n"
+    b"  <body>\n    <h1>Request did not return bytes</h1>\n  </body>\n</html>\n"
+)
+
+
+def _global_timeout(timeout: float) -> Response:
+    # A real node reports the time left too; it is past when this is said.
+    return _error(
+        504,
+        "GlobalTimeoutError",
+        "Timeout exceeded rendering page",
+        {"remaining": 0, "timeout": timeout},
+    )
+
+
+# What Splash 3.5's chromium engine refuses, each with a 400 BadOption whose
+# info is "<argument> is not implemented" (seen against a real node).
+_CHROMIUM_UNSUPPORTED = (
+    "headers",
+    "baseurl",
+    "js_source",
+    "js_profile",
+    "body",
+    "resource_timeout",
+    "request_body",
+    "response_body",
+    "html5_media",
+    "render_all",
+)
+
+
+def _bad_option(info: Any) -> Response:
     return _error(400, "BadOption", "Incorrect HTTP API arguments", info)
 
 
@@ -1044,6 +1091,11 @@ class MockSplashServer:
             self._validate(job, parsed)
         except _BadOption as exc:
             return self._answer(job, _bad_option(exc.info))
+        except _ScriptError as exc:
+            return self._answer(
+                job,
+                _error(400, "ScriptError", "Error happened while executing Lua script", exc.info),
+            )
 
         taken = self._take_fault(_RENDER_FAULTS)
         latency = self.latency
@@ -1094,12 +1146,7 @@ class MockSplashServer:
             if not job.timed_out or job.conn.closed:
                 self._end_unanswered(job)
                 raise
-            response = _error(
-                504,
-                "GlobalTimeoutError",
-                "Timeout exceeded rendering page",
-                {"timeout": job.timeout},
-            )
+            response = _global_timeout(job.timeout)
         else:
             response = self._result(job)
         finally:
@@ -1212,12 +1259,16 @@ class MockSplashServer:
         content_type = request.headers.get("content-type", "")
         supported = ["application/javascript", "application/json"]
         if not any(ct in content_type for ct in supported):
-            return _error(
+            error = _error(
                 415,
                 "UnsupportedContentType",
                 "Request Content-Type is not supported",
                 {"supported": supported, "received": request.headers.get("content-type")},
             )
+            # Splash 3.5 writes its error JSON, then Twisted appends its own
+            # "Request did not return bytes" page to the same body (seen
+            # against a real node): the body is not one JSON document.
+            return dataclasses.replace(error, body=error.body + _TWISTED_NOT_BYTES)
         try:
             text = request.body.decode("utf-8")
             if "application/json" in content_type:
@@ -1288,6 +1339,12 @@ class MockSplashServer:
                 f"Render engine chromium does not support {job.endpoint}",
                 supported=["/render.html", "/render.png"],
             )
+        if engine == "chromium":
+            refused = [a for a in _CHROMIUM_UNSUPPORTED if args.get(a) not in (None, "", 0)]
+            if str(args.get("http_method") or "GET").upper() != "GET":
+                refused.append("http_method")
+            if refused:
+                raise _BadOption(f"{refused[0]} is not implemented")
         if job.endpoint in ("/execute", "/run"):
             source = args.get("lua_source")
             if source is None or source == "":
@@ -1296,6 +1353,10 @@ class MockSplashServer:
                     "Required argument is missing: lua_source",
                     type_="argument_required",
                 )
+            if "function main" not in source and "main = function" not in source:
+                # The mock runs no Lua; a script without a main function is
+                # the one error it can tell, answered as Splash answers it.
+                raise _ScriptError(source)
             url = args.get("url")
             job.url = url if isinstance(url, str) and url else "about:blank"
         else:
@@ -1335,9 +1396,7 @@ class MockSplashServer:
         self, mode: str, params: dict[str, Any], url: str, timeout: float, endpoint: str
     ) -> Response:
         if mode == "504":
-            return _error(
-                504, "GlobalTimeoutError", "Timeout exceeded rendering page", {"timeout": timeout}
-            )
+            return _global_timeout(timeout)
         if mode == "render-error":
             info = {"type": "HTTP", "code": 500, "text": "Internal Server Error", "url": url}
             return _error(502, "RenderError", "Error rendering page", info)
