@@ -607,8 +607,7 @@ def test_cli_prints_one_ready_line() -> None:
 
 def test_answers_checked_against_a_real_node(node: MockSplashNode) -> None:
     """The differences tests/e2e/test_mock_parity.py found, now mocked."""
-    chromium = post_json(node, "/render.html", {"url": PAGE, "engine": "chromium", "headers": {}})
-    assert chromium.status == 200
+    assert post_json(node, "/render.html", {"url": PAGE, "engine": "chromium"}).status == 200
     chromium = post_json(
         node, "/render.html", {"url": PAGE, "engine": "chromium", "headers": {"X": "1"}}
     )

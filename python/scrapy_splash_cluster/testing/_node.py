@@ -1340,7 +1340,7 @@ class MockSplashServer:
                 supported=["/render.html", "/render.png"],
             )
         if engine == "chromium":
-            refused = [a for a in _CHROMIUM_UNSUPPORTED if args.get(a) not in (None, "", 0)]
+            refused = [a for a in _CHROMIUM_UNSUPPORTED if args.get(a)]
             if str(args.get("http_method") or "GET").upper() != "GET":
                 refused.append("http_method")
             if refused:
