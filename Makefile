@@ -48,7 +48,8 @@ test-e2e: install splash-install
 demo: install
 	$(PY) examples/run_demo.py
 
-lint: setup
+lint: install
+	$(PY) -m mypy.stubtest scrapy_splash_cluster._core
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests scripts examples

@@ -4,15 +4,31 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, final
 
+from typing_extensions import Self
+
+__all__ = [
+    "AllAttemptsFailed",
+    "ClusterClosed",
+    "ClusterError",
+    "ClusterTimeout",
+    "NoNodeAvailable",
+    "NodeConfig",
+    "NodeSnapshot",
+    "Response",
+    "ResponseTooLarge",
+    "SplashCluster",
+    "__version__",
+]
+
 __version__: str
 
-Attempt = tuple[str, str, float]
+_Attempt = tuple[str, str, float]
 """(node URL with the password masked, outcome, seconds) of one attempt."""
 
 class ClusterError(Exception):
     """Base of every error of a cluster request."""
 
-    attempts: list[Attempt]
+    attempts: list[_Attempt]
     nodes: list[NodeSnapshot]
 
 class NoNodeAvailable(ClusterError):
@@ -37,7 +53,7 @@ class NodeConfig:
     url: str
     maxconn: int | None
     weight: int | None
-    def __init__(self, url: str, maxconn: int | None = None, weight: int | None = None) -> None: ...
+    def __new__(cls, url: str, maxconn: int | None = None, weight: int | None = None) -> Self: ...
 
 @final
 class NodeSnapshot:
@@ -55,6 +71,7 @@ class NodeSnapshot:
     responses: dict[str, int]
     failures: int
     render_timeouts: int
+    expired_args: int
     retries: int
     redispatches: int
     abandoned: int
@@ -78,15 +95,15 @@ class Response:
     @property
     def node(self) -> str: ...
     @property
-    def attempts(self) -> list[Attempt]: ...
+    def attempts(self) -> list[_Attempt]: ...
 
 @final
 class SplashCluster:
     """A cluster of Splash nodes behind one least-conn balancer with health
     probes, an admission queue and retries with redispatch."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         nodes: Iterable[str | NodeConfig],
         *,
         maxconn: int = 5,
@@ -104,7 +121,7 @@ class SplashCluster:
         stats_host: str = "127.0.0.1",
         stats_user: str = "scrapy",
         stats_password: str | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def stats_url(self) -> str | None:
         """The stats page (`http://host:port/`), or None when `stats_port` is None."""
@@ -118,7 +135,15 @@ class SplashCluster:
         body: bytes | None = None,
         timeout: float = 60.0,
         max_size: int | None = None,
-    ) -> Response: ...
+        affinity: list[str] | None = None,
+        affinity_body: bytes | None = None,
+    ) -> Response:
+        """Sends a request to the cluster: waits for a node, retries node
+        failures and 504s elsewhere, all within `timeout`. `max_size` cuts the
+        answer short (ResponseTooLarge). `affinity` names nodes (as shown in
+        `nodes()`) that hold the request's saved Splash arguments; those get
+        `affinity_body` (with `load_args`) instead of `body`, and a 498 there
+        is answered at once with `body` on the same node."""
     def nodes(self) -> list[NodeSnapshot]: ...
     def queue(self) -> dict[str, Any]: ...
     async def close(self, abort: bool = False) -> None: ...

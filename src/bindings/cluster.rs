@@ -125,9 +125,9 @@ impl SplashCluster {
     #[new]
     #[pyo3(signature = (
         nodes, *, maxconn=5, weight=1, retries=3, queue_timeout=60.0, health_interval=2.0,
-        health_timeout=1.0, health_path="/_ping".to_owned(), fall=3, rise=2, error_limit=3,
-        connect_timeout=5.0, stats_port=None, stats_host="127.0.0.1".to_owned(),
-        stats_user="scrapy".to_owned(), stats_password=None,
+        health_timeout=1.0, health_path="/_ping", fall=3, rise=2, error_limit=3,
+        connect_timeout=5.0, stats_port=None, stats_host="127.0.0.1",
+        stats_user="scrapy", stats_password=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -139,14 +139,14 @@ impl SplashCluster {
         queue_timeout: f64,
         health_interval: f64,
         health_timeout: f64,
-        health_path: String,
+        health_path: &str,
         fall: i64,
         rise: i64,
         error_limit: i64,
         connect_timeout: f64,
         stats_port: Option<i64>,
-        stats_host: String,
-        stats_user: String,
+        stats_host: &str,
+        stats_user: &str,
         stats_password: Option<String>,
     ) -> PyResult<Self> {
         if nodes.is_instance_of::<PyString>() {
@@ -170,7 +170,7 @@ impl SplashCluster {
             queue_timeout: seconds("queue_timeout", queue_timeout)?,
             health_interval: seconds("health_interval", health_interval)?,
             health_timeout: seconds("health_timeout", health_timeout)?,
-            health_path,
+            health_path: health_path.to_owned(),
             fall: positive_int("fall", fall)? as u32,
             rise: positive_int("rise", rise)? as u32,
             error_limit: positive_int("error_limit", error_limit)? as u32,
@@ -185,9 +185,9 @@ impl SplashCluster {
                         ))
                     })?;
                     Ok::<_, PyErr>(StatsOptions {
-                        host: stats_host,
+                        host: stats_host.to_owned(),
                         port,
-                        user: stats_user,
+                        user: stats_user.to_owned(),
                         password: stats_password,
                     })
                 })
