@@ -11,6 +11,17 @@ from scrapy_splash_cluster import SplashCluster
 
 pytest_plugins = ["scrapy_splash_cluster.testing.fixtures"]
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not only in tests/e2e/conftest.py: pytest reads options from the
+    # conftest files of the folders it was given, and `pytest --e2e` gives
+    # the root.
+    parser.addoption(
+        "--e2e",
+        action="store_true",
+        help="also run tests/e2e against real Splash nodes (installs Splash)",
+    )
+
 # Probes fast enough that a test sees a node go DOWN and come back in
 # well under a second, instead of HAProxy-like seconds.
 FAST_HEALTH: dict[str, Any] = {

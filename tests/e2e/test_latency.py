@@ -13,7 +13,6 @@ from scripts.splash import RealSplashNode
 from tests.crawl_helpers import run_crawl
 from tests.e2e.helpers import assert_nothing_lost, js_pages, median_ms, settings_for
 from tests.e2e.site import JsSite
-from tests.e2e.test_render import chromium_pages
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +23,8 @@ RENDERS = 20
 def test_render_latency_through_the_cluster(
     engine: str, nodes: list[RealSplashNode], site: JsSite, measurements: dict[str, Any]
 ) -> None:
-    pages = chromium_pages(site, RENDERS) if engine == "chromium" else js_pages(site, RENDERS)
+    args = {"engine": "chromium"} if engine == "chromium" else {}
+    pages = js_pages(site, RENDERS, args=args)
     settings = settings_for(nodes, CONCURRENT_REQUESTS=1, CONCURRENT_REQUESTS_PER_DOMAIN=1)
     result = run_crawl(settings, pages)
     assert_nothing_lost(result, RENDERS)
