@@ -3,11 +3,13 @@ clusters that must leave every node with nothing in flight."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 from scrapy_splash_cluster import SplashCluster
+
+from tests.sites import serve_login_site
 
 pytest_plugins = ["scrapy_splash_cluster.testing.fixtures"]
 
@@ -21,6 +23,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="also run tests/e2e against real Splash nodes (installs Splash)",
     )
+
 
 # Probes fast enough that a test sees a node go DOWN and come back in
 # well under a second, instead of HAProxy-like seconds.
@@ -48,3 +51,10 @@ async def make_cluster() -> AsyncIterator[Callable[..., SplashCluster]]:
         leaked = [(n.url, n.in_flight) for n in cluster.nodes() if n.in_flight]
         await cluster.close(abort=True)
         assert not leaked, f"in-flight counts did not return to zero: {leaked}"
+
+
+@pytest.fixture
+def login_site() -> Iterator[str]:
+    """A site whose /login sets a session cookie that /account needs."""
+    with serve_login_site() as url:
+        yield url

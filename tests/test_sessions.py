@@ -3,13 +3,9 @@ against mock nodes that implement save_args / load_args / 498 per node."""
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Iterator
 from http.cookiejar import CookieJar
 from typing import Any
 
-import pytest
 from scrapy import Request
 from scrapy_splash_cluster import SplashRequest
 from scrapy_splash_cluster.argcache import ArgumentStore, json_hash
@@ -19,39 +15,6 @@ from tests.crawl_helpers import run_crawl
 from tests.test_scrapy import assert_clean, errors, settings_for
 
 LUA_10KB = "function main(splash, args)\n" + "  -- padding\n" * 850 + "  return 1\nend\n"
-
-
-class LoginSite(http.server.BaseHTTPRequestHandler):
-    """/login sets a session cookie; /account needs it."""
-
-    def do_GET(self) -> None:
-        if self.path.startswith("/login"):
-            body = b"<html><body>logged in</body></html>"
-            self.send_response(200)
-            self.send_header("Set-Cookie", "sid=s3ss10n; Path=/")
-        elif "sid=s3ss10n" in (self.headers.get("Cookie") or ""):
-            body = b"<html><body><p id='who'>Welcome back</p></body></html>"
-            self.send_response(200)
-        else:
-            body = b"<html><body><p id='who'>login required</p></body></html>"
-            self.send_response(403)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def login_site() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LoginSite)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_har_cookies_round_trip():

@@ -3,10 +3,6 @@ save_args / load_args / 498 and its cookie functions, on a cluster."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from scripts.splash import RealSplashNode
 from tests.crawl_helpers import run_crawl
 from tests.e2e.helpers import assert_clean, assert_nothing_lost, errors, node_stat, settings_for
@@ -28,21 +24,6 @@ function main(splash, args)
   return {html = splash:html(), cookies = splash:get_cookies()}
 end
 """
-
-
-@pytest.fixture
-def login_site() -> Iterator[str]:
-    import http.server
-    import threading
-
-    from tests.test_sessions import LoginSite
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LoginSite)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_cache_args_with_real_nodes_and_a_restart(
