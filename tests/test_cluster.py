@@ -397,6 +397,7 @@ async def test_passwords_never_show(splash_nodes, make_cluster):
         (["http://a:1"], {"queue_timeout": 0}, "invalid queue_timeout: 0"),
         (["http://a:1"], {"health_interval": float("nan")}, "invalid health_interval: NaN"),
         (["http://a:1"], {"health_path": "_ping"}, "invalid health_path"),
+        (["http://a:1"], {"retry_budget": -0.5}, "invalid retry_budget: -0.5"),
     ],
 )
 def test_bad_configuration_names_the_argument(nodes, options, message):

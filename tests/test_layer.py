@@ -231,6 +231,15 @@ def test_settings_resolve_nodes_and_credentials():
     assert parsed.node_labels == ["a:8050", "b:8050", "c:8050"]
 
 
+def test_retry_budget_can_be_turned_off():
+    on = ClusterSettings.from_settings(Settings({"SPLASH_URL": "http://a:8050"}))
+    assert on.retry_budget == 0.2
+    off = ClusterSettings.from_settings(
+        Settings({"SPLASH_URL": "http://a:8050", "SPLASH_CLUSTER_RETRY_BUDGET": "off"})
+    )
+    assert off.retry_budget == float("inf")
+
+
 def test_single_splash_url_is_a_cluster_of_one():
     parsed = ClusterSettings.from_settings(Settings({"SPLASH_URL": "http://a:8050"}))
     assert parsed.nodes == ["http://a:8050"]
@@ -247,6 +256,7 @@ def test_single_splash_url_is_a_cluster_of_one():
         ({"SPLASH_URLS": ["http://a:1"], "SPLASH_CLUSTER_FALL": 0}, "SPLASH_CLUSTER_FALL: 0"),
         ({"SPLASH_URLS": ["http://a:1"], "SPLASH_CLUSTER_HEALTH_PATH": "x"}, "HEALTH_PATH"),
         ({"SPLASH_URLS": ["http://a:1"], "SPLASH_CLUSTER_RETRIES": 1.5}, "RETRIES: 1.5"),
+        ({"SPLASH_URLS": ["http://a:1"], "SPLASH_CLUSTER_RETRY_BUDGET": -1}, "BUDGET: -1"),
     ],
 )
 def test_bad_settings(values, message):

@@ -117,6 +117,7 @@ class SplashCluster:
         rise: int = 2,
         error_limit: int = 3,
         connect_timeout: float = 5.0,
+        retry_budget: float = 0.2,
         stats_port: int | None = None,
         stats_host: str = "127.0.0.1",
         stats_user: str = "scrapy",

@@ -89,6 +89,7 @@ class ClusterSettings:
     connect_timeout: float
     slot_policy: str
     extra_timeout: float
+    retry_budget: float = 0.2
     stats_port: int | None = None
     stats_host: str = "127.0.0.1"
     stats_user: str = "scrapy"
@@ -108,6 +109,7 @@ class ClusterSettings:
             "rise": self.rise,
             "error_limit": self.error_limit,
             "connect_timeout": self.connect_timeout,
+            "retry_budget": self.retry_budget,
             "stats_port": self.stats_port,
             "stats_host": self.stats_host,
             "stats_user": self.stats_user,
@@ -145,12 +147,27 @@ class ClusterSettings:
             connect_timeout=_seconds(settings, "SPLASH_CLUSTER_CONNECT_TIMEOUT", 5.0),
             slot_policy=slot_policy,
             extra_timeout=_seconds(settings, "SPLASH_CLUSTER_EXTRA_TIMEOUT", 5.0),
+            retry_budget=_share(settings, "SPLASH_CLUSTER_RETRY_BUDGET", 0.2),
             stats_port=_port(settings, "SPLASH_CLUSTER_STATS_PORT"),
             stats_host=_ip(settings, "SPLASH_CLUSTER_STATS_HOST", "127.0.0.1"),
             stats_user=str(settings.get("SPLASH_CLUSTER_STATS_USER") or "scrapy"),
             stats_password=settings.get("SPLASH_CLUSTER_STATS_PASSWORD") or None,
             node_labels=labels,
         )
+
+
+def _share(settings: BaseSettings, name: str, default: float) -> float:
+    """A share of requests >= 0; infinite (no budget) when the setting says "off"."""
+    raw = settings.get(name, default)
+    if raw is None or str(raw).strip().lower() in ("none", "off", ""):
+        return float("inf")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise _fail(name, raw, "a share of requests such as 0.2, or None for no budget") from None
+    if not 0 <= value:
+        raise _fail(name, raw, "a share of requests such as 0.2, or None for no budget")
+    return value
 
 
 def _ip(settings: BaseSettings, name: str, default: str) -> str:

@@ -126,7 +126,7 @@ impl SplashCluster {
     #[pyo3(signature = (
         nodes, *, maxconn=5, weight=1, retries=3, queue_timeout=60.0, health_interval=2.0,
         health_timeout=1.0, health_path="/_ping", fall=3, rise=2, error_limit=3,
-        connect_timeout=5.0, stats_port=None, stats_host="127.0.0.1",
+        connect_timeout=5.0, retry_budget=0.2, stats_port=None, stats_host="127.0.0.1",
         stats_user="scrapy", stats_password=None,
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -144,6 +144,7 @@ impl SplashCluster {
         rise: i64,
         error_limit: i64,
         connect_timeout: f64,
+        retry_budget: f64,
         stats_port: Option<i64>,
         stats_host: &str,
         stats_user: &str,
@@ -175,6 +176,8 @@ impl SplashCluster {
             rise: positive_int("rise", rise)? as u32,
             error_limit: positive_int("error_limit", error_limit)? as u32,
             connect_timeout: seconds("connect_timeout", connect_timeout)?,
+            // inf: no budget (a share of requests that is never reached).
+            retry_budget: (retry_budget != f64::INFINITY).then_some(retry_budget),
             stats: stats_port
                 .map(|port| {
                     let port = u16::try_from(port).map_err(|_| {

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::admission::Tried;
+use super::budget::RetryBudget;
 use super::config::ClusterConfig;
 use super::error::{Attempt, ClusterError};
 use super::node::NodeSnapshot;
@@ -50,6 +51,7 @@ pub struct Cluster<T: Transport> {
     pool: Pool,
     transport: Arc<T>,
     retry: RetryPolicy,
+    budget: Option<RetryBudget>,
     queue_timeout: Duration,
     stop_probes: watch::Sender<bool>,
     abort: watch::Sender<bool>,
@@ -91,6 +93,7 @@ impl<T: Transport> Cluster<T> {
             pool,
             transport,
             retry: RetryPolicy::new(config.retries),
+            budget: config.retry_budget.map(RetryBudget::new),
             queue_timeout: config.queue_timeout,
             stop_probes,
             abort: watch::channel(false).0,
@@ -99,6 +102,13 @@ impl<T: Transport> Cluster<T> {
             reports,
             stats_addr,
         })
+    }
+
+    /// Whether the retry budget has a 504 retry left (always, without one).
+    fn budget_allows_retry(&self, now: Instant) -> bool {
+        self.budget
+            .as_ref()
+            .is_none_or(|budget| budget.withdraw(now))
     }
 
     fn node_indices(&self, saved: Option<&SavedArgs>) -> Vec<usize> {
@@ -133,6 +143,9 @@ impl<T: Transport> Cluster<T> {
         timeout: Duration,
     ) -> Result<ClusterResponse, ClusterError> {
         self.totals.start();
+        if let Some(budget) = &self.budget {
+            budget.deposit(Instant::now());
+        }
         // Counted when the request ends, however it ends (a dropped future
         // is neither answered nor failed: it stays "in progress" no more
         // than the caller who dropped it does).
@@ -211,11 +224,15 @@ impl<T: Transport> Cluster<T> {
             } = sent;
             drop(lease);
             previous = Some(node);
+            let now = Instant::now();
             if self
                 .retry
-                .should_retry(&outcome, attempts.len(), Instant::now(), deadline)
+                .should_retry(&outcome, attempts.len(), now, deadline)
             {
-                continue;
+                if outcome != Outcome::RenderTimeout || self.budget_allows_retry(now) {
+                    continue;
+                }
+                self.totals.deny_retry();
             }
             return match (response, outcome) {
                 (Some(response), _) => Ok(ClusterResponse {
@@ -536,6 +553,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_budget_stops_a_504_storm_but_not_node_failure_retries() {
+        let c = cluster(&[("a", TIMEOUT_504), ("b", TIMEOUT_504)], true);
+        let mut attempts = 0;
+        for _ in 0..50 {
+            let r = c.request(request(), Duration::from_secs(60)).await.unwrap();
+            assert_eq!(r.response.status, 504);
+            attempts += r.attempts.len();
+        }
+        // 50 requests: a floor of 10 retries plus 20 % of the requests.
+        assert_eq!(attempts, 50 + 10 + 10);
+        // The first three took all their retries from the floor; every later
+        // one was refused a retry once (and some got one first).
+        assert_eq!(c.report().totals.retries_denied, 47);
+        let reset = Script::Fail(TransportError::ConnectionReset);
+        let d = cluster(&[("a", reset), ("b", OK)], true);
+        for _ in 0..50 {
+            let r = d.request(request(), Duration::from_secs(60)).await.unwrap();
+            assert_eq!(r.response.status, 200);
+        }
+        assert_eq!(d.report().totals.retries_denied, 0);
+        assert_idle(&c);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn refused_then_never_chosen_again() {
         let c = cluster(
             &[
@@ -640,7 +681,14 @@ mod tests {
             .collect();
         for t in tasks {
             let r = t.await.unwrap().unwrap();
-            assert_eq!(r.node, "http://a");
+            // Every request ends on the healthy node, or with b's 504 once
+            // the retry budget has no 504 retry left for it.
+            assert!(
+                r.node == "http://a" || (r.node == "http://b" && r.response.status == 504),
+                "{} {}",
+                r.node,
+                r.response.status
+            );
         }
         assert_idle(&c);
         assert_eq!(c.queue().waiting, 0);

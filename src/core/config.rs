@@ -223,6 +223,8 @@ pub struct ClusterOptions {
     pub error_limit: u32,
     /// How long a TCP (and TLS) connect to a node may take.
     pub connect_timeout: Duration,
+    /// 504 retries as a share of recent requests; None: no budget.
+    pub retry_budget: Option<f64>,
     /// The stats page, if wanted.
     pub stats: Option<StatsOptions>,
 }
@@ -242,6 +244,7 @@ impl Default for ClusterOptions {
             rise: 2,
             error_limit: 3,
             connect_timeout: Duration::from_secs(5),
+            retry_budget: Some(0.2),
             stats: None,
         }
     }
@@ -277,6 +280,8 @@ pub struct ClusterConfig {
     pub thresholds: HealthThresholds,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// 504 retries as a share of recent requests; None: no budget.
+    pub retry_budget: Option<f64>,
     /// The stats page, if wanted.
     pub stats: Option<StatsConfig>,
 }
@@ -358,6 +363,16 @@ impl ClusterOptions {
                 error_limit: self.error_limit,
             },
             connect_timeout,
+            retry_budget: match self.retry_budget {
+                Some(ratio) if !(ratio.is_finite() && ratio >= 0.0) => {
+                    return Err(ConfigError::new(
+                        "retry_budget",
+                        ratio,
+                        "a share of requests >= 0 (such as 0.2), or None for no budget",
+                    ))
+                }
+                other => other,
+            },
             stats: self.stats.map(StatsOptions::validate).transpose()?,
         })
     }

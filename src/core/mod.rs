@@ -6,6 +6,7 @@
 //! together for one request.
 
 pub mod admission;
+pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -26,6 +26,7 @@ pub struct RequestTotals {
     too_large: AtomicU64,
     closed: AtomicU64,
     invalid: AtomicU64,
+    retries_denied: AtomicU64,
 }
 
 /// A copy of the totals.
@@ -37,6 +38,8 @@ pub struct TotalsSnapshot {
     pub answered: u64,
     /// Requests that ended in an error, by kind.
     pub errors: [(&'static str, u64); 6],
+    /// 504 retries the retry budget refused.
+    pub retries_denied: u64,
 }
 
 impl RequestTotals {
@@ -59,6 +62,11 @@ impl RequestTotals {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a 504 retry the budget refused.
+    pub fn deny_retry(&self) {
+        self.retries_denied.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The totals now.
     pub fn snapshot(&self) -> TotalsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -73,6 +81,7 @@ impl RequestTotals {
                 ("closed", get(&self.closed)),
                 ("invalid_request", get(&self.invalid)),
             ],
+            retries_denied: get(&self.retries_denied),
         }
     }
 }
@@ -169,6 +178,7 @@ impl ClusterReport {
                     - self.totals.answered
                     - self.totals.errors.iter().map(|(_, v)| v).sum::<u64>(),
                 "errors": self.totals.errors.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "retries_denied": self.totals.retries_denied,
             },
         })
     }
@@ -346,6 +356,12 @@ impl ClusterReport {
                 .iter()
                 .map(|(kind, v)| (format!("{{kind=\"{kind}\"}}"), *v as f64))
                 .collect(),
+        );
+        family(
+            "splash_cluster_retries_denied_total",
+            "counter",
+            "504 retries the retry budget refused.",
+            vec![(String::new(), self.totals.retries_denied as f64)],
         );
         family(
             "splash_cluster_uptime_seconds",
@@ -540,6 +556,7 @@ mod tests {
                     ("closed", 0),
                     ("invalid_request", 0),
                 ],
+                retries_denied: 0,
             },
             uptime: Duration::from_secs(3700),
         }
