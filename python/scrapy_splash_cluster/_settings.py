@@ -165,7 +165,7 @@ def _share(settings: BaseSettings, name: str, default: float) -> float:
         value = float(raw)
     except (TypeError, ValueError):
         raise _fail(name, raw, "a share of requests such as 0.2, or None for no budget") from None
-    if not 0 <= value:
+    if not value >= 0:
         raise _fail(name, raw, "a share of requests such as 0.2, or None for no budget")
     return value
 
