@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup install browser test test-rust test-python splash-install test-e2e lint format demo clean
+.PHONY: setup install browser test test-rust test-python splash-install test-e2e bench bench-quick lint format demo clean
 
 # The virtualenv with the build and test tools; redone when the list changes.
 $(VENV)/.deps: requirements-dev.txt
@@ -44,6 +44,14 @@ splash-install:
 test-e2e: install splash-install
 	$(PY) -m pytest tests/e2e -q
 
+# Side by side with scrapy-splash behind HAProxy and on one node, on mock
+# nodes (needs haproxy; about 21 min); writes docs/benchmarks.md.
+bench: setup
+	$(PY) bench/run.py --repeats 3
+
+bench-quick: setup
+	$(PY) bench/run.py --quick
+
 # README command one: a crawl through three mock Splash nodes, one killed mid-crawl.
 demo: install
 	$(PY) examples/run_demo.py
@@ -52,13 +60,13 @@ lint: install
 	$(PY) -m mypy.stubtest scrapy_splash_cluster._core
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests scripts examples
-	$(VENV)/bin/ruff format --check python tests scripts examples
+	$(VENV)/bin/ruff check python tests scripts examples bench
+	$(VENV)/bin/ruff format --check python tests scripts examples bench
 
 format: setup
 	cargo fmt
-	$(VENV)/bin/ruff format python tests scripts examples
-	$(VENV)/bin/ruff check --fix python tests scripts examples
+	$(VENV)/bin/ruff format python tests scripts examples bench
+	$(VENV)/bin/ruff check --fix python tests scripts examples bench
 
 clean:
 	rm -rf $(VENV) target dist

@@ -112,6 +112,7 @@ class SplashCluster:
         queue_timeout: float = 60.0,
         health_interval: float = 2.0,
         health_timeout: float = 1.0,
+        health_fast_interval: float | None = None,
         health_path: str = "/_ping",
         fall: int = 3,
         rise: int = 2,

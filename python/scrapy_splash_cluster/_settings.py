@@ -90,6 +90,7 @@ class ClusterSettings:
     slot_policy: str
     extra_timeout: float
     retry_budget: float = 0.2
+    health_fast_interval: float | None = None
     stats_port: int | None = None
     stats_host: str = "127.0.0.1"
     stats_user: str = "scrapy"
@@ -110,6 +111,7 @@ class ClusterSettings:
             "error_limit": self.error_limit,
             "connect_timeout": self.connect_timeout,
             "retry_budget": self.retry_budget,
+            "health_fast_interval": self.health_fast_interval,
             "stats_port": self.stats_port,
             "stats_host": self.stats_host,
             "stats_user": self.stats_user,
@@ -148,6 +150,11 @@ class ClusterSettings:
             slot_policy=slot_policy,
             extra_timeout=_seconds(settings, "SPLASH_CLUSTER_EXTRA_TIMEOUT", 5.0),
             retry_budget=_share(settings, "SPLASH_CLUSTER_RETRY_BUDGET", 0.2),
+            health_fast_interval=(
+                _seconds(settings, "SPLASH_CLUSTER_HEALTH_FAST_INTERVAL", 0.5)
+                if settings.get("SPLASH_CLUSTER_HEALTH_FAST_INTERVAL") is not None
+                else None
+            ),
             stats_port=_port(settings, "SPLASH_CLUSTER_STATS_PORT"),
             stats_host=_ip(settings, "SPLASH_CLUSTER_STATS_HOST", "127.0.0.1"),
             stats_user=str(settings.get("SPLASH_CLUSTER_STATS_USER") or "scrapy"),

@@ -125,7 +125,7 @@ impl SplashCluster {
     #[new]
     #[pyo3(signature = (
         nodes, *, maxconn=5, weight=1, retries=3, queue_timeout=60.0, health_interval=2.0,
-        health_timeout=1.0, health_path="/_ping", fall=3, rise=2, error_limit=3,
+        health_timeout=1.0, health_fast_interval=None, health_path="/_ping", fall=3, rise=2, error_limit=3,
         connect_timeout=5.0, retry_budget=0.2, stats_port=None, stats_host="127.0.0.1",
         stats_user="scrapy", stats_password=None,
     ))]
@@ -139,6 +139,7 @@ impl SplashCluster {
         queue_timeout: f64,
         health_interval: f64,
         health_timeout: f64,
+        health_fast_interval: Option<f64>,
         health_path: &str,
         fall: i64,
         rise: i64,
@@ -171,6 +172,9 @@ impl SplashCluster {
             queue_timeout: seconds("queue_timeout", queue_timeout)?,
             health_interval: seconds("health_interval", health_interval)?,
             health_timeout: seconds("health_timeout", health_timeout)?,
+            health_fast_interval: health_fast_interval
+                .map(|s| seconds("health_fast_interval", s))
+                .transpose()?,
             health_path: health_path.to_owned(),
             fall: positive_int("fall", fall)? as u32,
             rise: positive_int("rise", rise)? as u32,

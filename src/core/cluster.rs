@@ -75,6 +75,7 @@ impl<T: Transport> Cluster<T> {
         let (stop_probes, stop) = watch::channel(false);
         let settings = ProbeSettings {
             interval: config.health_interval,
+            fast_interval: config.health_fast_interval,
             timeout: config.health_timeout,
             path: config.health_path,
         };
@@ -628,10 +629,12 @@ mod tests {
             outcomes(&r.attempts),
             vec!["http://a abandoned: node marked DOWN", "http://b 200"]
         );
-        // 3 probes of 1 s timeout, 2 s apart, the first at once: about 5 s.
+        // 3 probes of 1 s timeout: the first at once; after it failed the
+        // node is GOING DOWN and probed again at once (fastinter 0.5 s has
+        // passed): DOWN after about 3 s, not the 5 s of a 2 s cycle.
         let waited = r.attempts[0].elapsed;
         assert!(
-            waited >= Duration::from_secs(5) && waited < Duration::from_secs(8),
+            waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
             "{waited:?}"
         );
         assert_eq!(c.nodes()[0].state, "DOWN");

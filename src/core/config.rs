@@ -213,6 +213,9 @@ pub struct ClusterOptions {
     pub health_interval: Duration,
     /// How long one probe may take.
     pub health_timeout: Duration,
+    /// Time between probes of a node going down, DOWN or coming up
+    /// (HAProxy's `fastinter`); None: the shorter of 0.5 s and the interval.
+    pub health_fast_interval: Option<Duration>,
     /// The path probed.
     pub health_path: String,
     /// Failed probes in a row that take a node DOWN.
@@ -239,6 +242,7 @@ impl Default for ClusterOptions {
             queue_timeout: Duration::from_secs(60),
             health_interval: Duration::from_secs(2),
             health_timeout: Duration::from_secs(1),
+            health_fast_interval: None,
             health_path: "/_ping".to_owned(),
             fall: 3,
             rise: 2,
@@ -274,6 +278,8 @@ pub struct ClusterConfig {
     pub health_interval: Duration,
     /// Time one probe may take.
     pub health_timeout: Duration,
+    /// Time between probes of a node not plainly UP.
+    pub health_fast_interval: Duration,
     /// The probed path.
     pub health_path: String,
     /// Health thresholds.
@@ -322,6 +328,10 @@ impl ClusterOptions {
         let queue_timeout = positive_duration("queue_timeout", self.queue_timeout)?;
         let health_interval = positive_duration("health_interval", self.health_interval)?;
         let health_timeout = positive_duration("health_timeout", self.health_timeout)?;
+        let health_fast_interval = match self.health_fast_interval {
+            Some(fast) => positive_duration("health_fast_interval", fast)?,
+            None => health_interval.min(Duration::from_millis(500)),
+        };
         let connect_timeout = positive_duration("connect_timeout", self.connect_timeout)?;
         if !self.health_path.starts_with('/') {
             return Err(ConfigError::new(
@@ -356,6 +366,7 @@ impl ClusterOptions {
             queue_timeout,
             health_interval,
             health_timeout,
+            health_fast_interval,
             health_path: self.health_path,
             thresholds: HealthThresholds {
                 fall: self.fall,

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::admission::{AdmissionQueue, Tried};
 use super::config::{HealthThresholds, NodeSpec};
-use super::health::{ProbeResult, Transition};
+use super::health::{Phase, ProbeResult, Transition};
 use super::node::{NodeSnapshot, NodeState};
 use super::outcome::Outcome;
 use super::selection::{Candidate, SelectionPolicy};
@@ -358,6 +358,11 @@ impl Pool {
             ),
             None => {}
         }
+    }
+
+    /// One node's phase, now.
+    pub fn phase(&self, node: usize) -> Phase {
+        lock(&self.shared.state).nodes[node].health.phase()
     }
 
     /// Every node, now.
