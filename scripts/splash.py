@@ -733,6 +733,26 @@ class RealSplashNode:
 # -- command line ----------------------------------------------------------------
 
 
+def start_in_parallel(nodes: Sequence[RealSplashNode], timeout: float = 60.0) -> None:
+    """Starts nodes at once (each waits for its own /_ping: a node takes about
+    a second); raises the first failure after every start has ended."""
+    errors: list[BaseException] = []
+
+    def start(node: RealSplashNode) -> None:
+        try:
+            node.start(timeout)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(node,)) for node in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
 def _run_dir(args: argparse.Namespace) -> Path:
     return Path(args.run_dir) if args.run_dir else Path(args.home) / "run"
 
@@ -779,23 +799,12 @@ def _cmd_start(args: argparse.Namespace) -> int:
         )
         for port in ports
     ]
-    errors: list[BaseException] = []
-
-    def start(node: RealSplashNode) -> None:
-        try:
-            node.start(args.timeout)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(node,)) for node in nodes]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
+    try:
+        start_in_parallel(nodes, args.timeout)
+    except BaseException:
         for node in nodes:
             node.stop()
-        raise errors[0]
+        raise
     _save_state(run_dir, live + [node.record() for node in nodes])
     for node in nodes:
         print(f"{node.url}  pid={node.pid} xvfb={node.xvfb_pid} up in {node.start_seconds:.2f}s")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from scripts.splash import (
     SplashInstallError,
     free_ports,
     install,
+    start_in_parallel,
 )
 from tests.e2e.site import JsSite
 
@@ -139,21 +139,7 @@ def splash_install(measurements: dict[str, Any]) -> SplashInstall:
 
 def start_nodes(nodes: list[RealSplashNode]) -> None:
     """Starts nodes in parallel (each waits for its own /_ping); raises the first failure."""
-    errors: list[BaseException] = []
-
-    def start(node: RealSplashNode) -> None:
-        try:
-            node.start()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(node,)) for node in nodes]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    start_in_parallel(nodes)
 
 
 def make_node(
