@@ -33,6 +33,7 @@ fn selection(c: &mut Criterion) {
                 up: i % 7 != 0,
                 tried: i % 4 == 0,
                 preferred: false,
+                excluded: false,
             })
             .collect();
         let mut policy = LeastConn::new();

@@ -14,6 +14,7 @@ __all__ = [
     "NoNodeAvailable",
     "NodeConfig",
     "NodeSnapshot",
+    "PoisonedRequest",
     "Response",
     "ResponseTooLarge",
     "SplashCluster",
@@ -45,6 +46,10 @@ class ResponseTooLarge(ClusterError):
 
 class ClusterClosed(ClusterError):
     """The cluster was closed before or while the request ran."""
+
+class PoisonedRequest(ClusterError):
+    """Nodes died under the request's renders `poison_limit` times: the page
+    likely crashes Splash, so it goes to no more nodes."""
 
 @final
 class NodeConfig:
@@ -119,6 +124,7 @@ class SplashCluster:
         error_limit: int = 3,
         connect_timeout: float = 5.0,
         retry_budget: float = 0.2,
+        poison_limit: int = 2,
         stats_port: int | None = None,
         stats_host: str = "127.0.0.1",
         stats_user: str = "scrapy",

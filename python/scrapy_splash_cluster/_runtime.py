@@ -16,7 +16,7 @@ from scrapy.http import Headers, Response
 from scrapy.utils.asyncio import is_asyncio_available
 
 from scrapy_splash_cluster._call import build_call, encode_args
-from scrapy_splash_cluster._core import ClusterError, SplashCluster
+from scrapy_splash_cluster._core import ClusterError, PoisonedRequest, SplashCluster
 from scrapy_splash_cluster._settings import ClusterSettings, SplashSettingsError, _label
 from scrapy_splash_cluster._slot_gate import SlotGate
 from scrapy_splash_cluster.argcache import SAVED_HEADER, ArgumentStore
@@ -102,6 +102,11 @@ class ClusterRuntime:
         except ClusterError as error:
             self._inc(f"errors/{type(error).__name__}")
             self._count_attempts(error.attempts)
+            if isinstance(error, PoisonedRequest):
+                self._inc("poisoned")
+                logger.error(
+                    "Splash request for %s not sent to another node: %s", request.url, error
+                )
             raise to_scrapy_error(error, request) from None
         self._count_attempts(answer.attempts)
         if plan is not None:
@@ -145,8 +150,12 @@ class ClusterRuntime:
 
     def _count_attempts(self, attempts: list[tuple[str, str, float]]) -> None:
         self._inc("attempts", len(attempts))
+        # An attempt after a 498 is the same request resent in full to the
+        # same node at once: not a retry.
+        retries = sum(1 for previous, _ in itertools.pairwise(attempts) if not previous[1].startswith("498"))
+        if retries:
+            self._inc("retries", retries)
         if len(attempts) > 1:
-            self._inc("retries", len(attempts) - 1)
             redispatches = sum(1 for a, b in itertools.pairwise(attempts) if a[0] != b[0])
             if redispatches:
                 self._inc("redispatches", redispatches)

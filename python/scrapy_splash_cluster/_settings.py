@@ -90,6 +90,7 @@ class ClusterSettings:
     slot_policy: str
     extra_timeout: float
     retry_budget: float = 0.2
+    poison_limit: int = 2
     health_fast_interval: float | None = None
     stats_port: int | None = None
     stats_host: str = "127.0.0.1"
@@ -111,6 +112,7 @@ class ClusterSettings:
             "error_limit": self.error_limit,
             "connect_timeout": self.connect_timeout,
             "retry_budget": self.retry_budget,
+            "poison_limit": self.poison_limit,
             "health_fast_interval": self.health_fast_interval,
             "stats_port": self.stats_port,
             "stats_host": self.stats_host,
@@ -150,6 +152,7 @@ class ClusterSettings:
             slot_policy=slot_policy,
             extra_timeout=_seconds(settings, "SPLASH_CLUSTER_EXTRA_TIMEOUT", 5.0),
             retry_budget=_share(settings, "SPLASH_CLUSTER_RETRY_BUDGET", 0.2),
+            poison_limit=_int(settings, "SPLASH_CLUSTER_POISON_LIMIT", 2, 1),
             health_fast_interval=(
                 _seconds(settings, "SPLASH_CLUSTER_HEALTH_FAST_INTERVAL", 0.5)
                 if settings.get("SPLASH_CLUSTER_HEALTH_FAST_INTERVAL") is not None
@@ -172,8 +175,8 @@ def _share(settings: BaseSettings, name: str, default: float) -> float:
         value = float(raw)
     except (TypeError, ValueError):
         raise _fail(name, raw, "a share of requests such as 0.2, or None for no budget") from None
-    if not value >= 0:
-        raise _fail(name, raw, "a share of requests such as 0.2, or None for no budget")
+    if not 0 <= value <= 100:
+        raise _fail(name, raw, "a share of requests from 0 to 100 such as 0.2, or None for no budget")
     return value
 
 

@@ -20,6 +20,7 @@ from scrapy_splash_cluster._core import (
     ClusterError,
     ClusterTimeout,
     NoNodeAvailable,
+    PoisonedRequest,
     ResponseTooLarge,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "SplashClusterClosed",
     "SplashClusterTimeout",
     "SplashNoNodeAvailable",
+    "SplashPoisonedRequest",
     "SplashResponseTooLarge",
     "to_scrapy_error",
 ]
@@ -53,12 +55,19 @@ class SplashClusterClosed(ClusterClosed, DownloadFailedError):
     """The crawler was closing."""
 
 
+class SplashPoisonedRequest(PoisonedRequest):
+    """Nodes died under this request's renders SPLASH_CLUSTER_POISON_LIMIT
+    times: the page likely crashes Splash. On purpose not a Scrapy download
+    error, so that RetryMiddleware does not send it round to kill more nodes."""
+
+
 _BY_CORE: dict[type[ClusterError], type[ClusterError]] = {
     NoNodeAvailable: SplashNoNodeAvailable,
     AllAttemptsFailed: SplashAllAttemptsFailed,
     ClusterTimeout: SplashClusterTimeout,
     ResponseTooLarge: SplashResponseTooLarge,
     ClusterClosed: SplashClusterClosed,
+    PoisonedRequest: SplashPoisonedRequest,
 }
 
 

@@ -8,10 +8,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::core::cluster::{Cluster, ClusterResponse};
+use crate::core::config::StatsOptions;
 use crate::core::config::{ClusterOptions, ConfigError};
 use crate::core::http::HttpTransport;
 use crate::core::selection::LeastConn;
-use crate::core::stats_server::StatsOptions;
 use crate::core::transport::{NodeRequest, SavedArgs};
 
 use super::config::{node_options, non_negative_int, positive_int, seconds, value_error};
@@ -126,7 +126,7 @@ impl SplashCluster {
     #[pyo3(signature = (
         nodes, *, maxconn=5, weight=1, retries=3, queue_timeout=60.0, health_interval=2.0,
         health_timeout=1.0, health_fast_interval=None, health_path="/_ping", fall=3, rise=2, error_limit=3,
-        connect_timeout=5.0, retry_budget=0.2, stats_port=None, stats_host="127.0.0.1",
+        connect_timeout=5.0, retry_budget=0.2, poison_limit=2, stats_port=None, stats_host="127.0.0.1",
         stats_user="scrapy", stats_password=None,
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -146,6 +146,7 @@ impl SplashCluster {
         error_limit: i64,
         connect_timeout: f64,
         retry_budget: f64,
+        poison_limit: i64,
         stats_port: Option<i64>,
         stats_host: &str,
         stats_user: &str,
@@ -182,6 +183,7 @@ impl SplashCluster {
             connect_timeout: seconds("connect_timeout", connect_timeout)?,
             // inf: no budget (a share of requests that is never reached).
             retry_budget: (retry_budget != f64::INFINITY).then_some(retry_budget),
+            poison_limit: positive_int("poison_limit", poison_limit)? as u32,
             stats: stats_port
                 .map(|port| {
                     let port = u16::try_from(port).map_err(|_| {

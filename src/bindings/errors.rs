@@ -45,6 +45,13 @@ create_exception!(
     "The cluster was closed before or while the request ran."
 );
 
+create_exception!(
+    scrapy_splash_cluster,
+    PoisonedRequest,
+    ClusterError,
+    "Nodes died under the request's renders as often as poison_limit allows: the page likely crashes Splash, so it goes to no more nodes."
+);
+
 /// Converts a core error into its Python exception, with `.attempts` and
 /// `.nodes` set so that callers can act on what was tried.
 pub fn to_py_err(py: Python<'_>, error: CoreError) -> PyErr {
@@ -57,6 +64,7 @@ pub fn to_py_err(py: Python<'_>, error: CoreError) -> PyErr {
         CoreError::Timeout { nodes, .. } => (ClusterTimeout::new_err(message), nodes.clone()),
         CoreError::Closed { .. } => (ClusterClosed::new_err(message), Vec::new()),
         CoreError::ResponseTooLarge { .. } => (ResponseTooLarge::new_err(message), Vec::new()),
+        CoreError::Poisoned { .. } => (PoisonedRequest::new_err(message), Vec::new()),
         CoreError::InvalidRequest(_) => {
             return pyo3::exceptions::PyValueError::new_err(message);
         }
@@ -81,5 +89,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ClusterTimeout", py.get_type::<ClusterTimeout>())?;
     m.add("ClusterClosed", py.get_type::<ClusterClosed>())?;
     m.add("ResponseTooLarge", py.get_type::<ResponseTooLarge>())?;
+    m.add("PoisonedRequest", py.get_type::<PoisonedRequest>())?;
     Ok(())
 }

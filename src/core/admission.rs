@@ -7,9 +7,11 @@
 //! overloaded cluster from turning its queue into a 504 storm.
 //!
 //! Each waiter carries the nodes its request already tried, so the node that
-//! frees a slot can still prefer untried nodes for it. Any waiter accepts any
-//! free node, so the head of the queue can always be served first: when it
-//! cannot be served, nobody can.
+//! frees a slot can still prefer untried nodes for it. Almost any waiter
+//! accepts any free node; the one exception is a request suspected of killing
+//! nodes (see [`Tried::is_suspect`]), which waits for a node that runs no
+//! other suspect. So the queue is served in order, skipping only the waiters
+//! that cannot take the free slot there is.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -19,11 +21,12 @@ use tokio::time::Instant;
 
 /// What a request asks of the node it gets, by node index: not one it
 /// already tried (redispatch), and preferably one that holds its saved
-/// Splash arguments (affinity).
+/// Splash arguments (affinity); and how many nodes died under it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tried {
     tried: Vec<usize>,
     preferred: Vec<usize>,
+    node_deaths: u32,
 }
 
 impl Tried {
@@ -32,7 +35,28 @@ impl Tried {
         Self {
             tried: Vec::new(),
             preferred,
+            node_deaths: 0,
         }
+    }
+
+    /// Records that a node died under one of the request's attempts (the
+    /// connection closed or was reset mid-render); returns how many have.
+    pub fn record_node_death(&mut self) -> u32 {
+        self.node_deaths += 1;
+        self.node_deaths
+    }
+
+    /// Whether a node died under this request before: it may be the page
+    /// that kills nodes (a query of death), or only its victim.
+    ///
+    /// A dying node cuts every render it runs, the culprit's and its
+    /// victims' alike, so one death cannot tell them apart. What can: a
+    /// suspect runs only on a node where no other suspect runs. Then the
+    /// next death a suspect meets is its own doing (or chance), never the
+    /// doing of another suspect it shared a node with, and victims of the
+    /// first death are not charged a second one by the culprit.
+    pub fn is_suspect(&self) -> bool {
+        self.node_deaths > 0
     }
 
     /// Records a node as tried.
@@ -133,6 +157,16 @@ impl<T> AdmissionQueue<T> {
     /// Takes the waiter to serve next.
     pub fn pop_front(&mut self) -> Option<Waiter<T>> {
         self.waiters.pop_front()
+    }
+
+    /// The waiters, in the order they are served.
+    pub fn iter(&self) -> impl Iterator<Item = &Waiter<T>> {
+        self.waiters.iter()
+    }
+
+    /// Takes the waiter at `position` in serving order.
+    pub fn take(&mut self, position: usize) -> Option<Waiter<T>> {
+        self.waiters.remove(position)
     }
 
     /// How many wait.

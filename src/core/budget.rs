@@ -77,7 +77,9 @@ impl RetryBudget {
     pub fn withdraw(&self, now: Instant) -> bool {
         let mut events = self.events();
         events.trim(now);
-        let allowed = FLOOR + (events.requests.len() as f64 * self.ratio) as usize;
+        // Saturating both ways: a float cast to usize saturates, and the floor
+        // must not wrap a huge share round to almost nothing.
+        let allowed = FLOOR.saturating_add((events.requests.len() as f64 * self.ratio) as usize);
         if events.retries.len() < allowed {
             events.retries.push_back(now);
             true
@@ -108,6 +110,16 @@ mod tests {
         }
         let granted = (0..100).filter(|_| budget.withdraw(now)).count();
         assert_eq!(granted, FLOOR + 20);
+    }
+
+    #[test]
+    fn a_huge_share_saturates_instead_of_wrapping_to_nothing() {
+        // f64::MAX * 1 casts to usize::MAX; FLOOR + that wrapped to 9 (or
+        // panicked in a debug build) before the add saturated.
+        let budget = RetryBudget::new(f64::MAX);
+        let now = Instant::now();
+        budget.deposit(now);
+        assert_eq!((0..1000).filter(|_| budget.withdraw(now)).count(), 1000);
     }
 
     #[test]

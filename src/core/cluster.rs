@@ -46,12 +46,27 @@ struct Sent {
     elapsed: Duration,
 }
 
+/// Counts a request as cancelled unless it was counted as ended.
+struct Ending<'a> {
+    totals: &'a RequestTotals,
+    ended: bool,
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.totals.cancel();
+        }
+    }
+}
+
 /// A cluster of Splash nodes behind one balancer.
 pub struct Cluster<T: Transport> {
     pool: Pool,
     transport: Arc<T>,
     retry: RetryPolicy,
     budget: Option<RetryBudget>,
+    poison_limit: u32,
     queue_timeout: Duration,
     stop_probes: watch::Sender<bool>,
     abort: watch::Sender<bool>,
@@ -95,6 +110,7 @@ impl<T: Transport> Cluster<T> {
             transport,
             retry: RetryPolicy::new(config.retries),
             budget: config.retry_budget.map(RetryBudget::new),
+            poison_limit: config.poison_limit,
             queue_timeout: config.queue_timeout,
             stop_probes,
             abort: watch::channel(false).0,
@@ -147,11 +163,15 @@ impl<T: Transport> Cluster<T> {
         if let Some(budget) = &self.budget {
             budget.deposit(Instant::now());
         }
-        // Counted when the request ends, however it ends (a dropped future
-        // is neither answered nor failed: it stays "in progress" no more
-        // than the caller who dropped it does).
+        // Counted when the request ends, however it ends: a future dropped
+        // by its caller counts as cancelled when the guard drops with it.
+        let mut ending = Ending {
+            totals: &self.totals,
+            ended: false,
+        };
         let result = self.run(request, timeout).await;
         self.totals.finish(&result);
+        ending.ended = true;
         result
     }
 
@@ -225,6 +245,12 @@ impl<T: Transport> Cluster<T> {
             } = sent;
             drop(lease);
             previous = Some(node);
+            if outcome.is_node_death() && tried.record_node_death() >= self.poison_limit {
+                return Err(ClusterError::Poisoned {
+                    limit: self.poison_limit,
+                    attempts,
+                });
+            }
             let now = Instant::now();
             if self
                 .retry
@@ -597,8 +623,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_run_out_into_all_attempts_failed() {
-        let reset = Script::Fail(TransportError::ConnectionReset);
-        let c = cluster(&[("a", reset.clone()), ("b", reset)], true);
+        let garbage = Script::Fail(TransportError::InvalidHttp);
+        let c = cluster(&[("a", garbage.clone()), ("b", garbage)], true);
         let err = c
             .request(request(), Duration::from_secs(60))
             .await
@@ -609,13 +635,122 @@ mod tests {
         assert_eq!(
             outcomes(&attempts),
             vec![
-                "http://a connection reset",
-                "http://b connection reset",
-                "http://a connection reset",
-                "http://b connection reset"
+                "http://a invalid HTTP response",
+                "http://b invalid HTTP response",
+                "http://a invalid HTTP response",
+                "http://b invalid HTTP response"
             ]
         );
         assert_idle(&c);
+    }
+
+    fn cluster_with(
+        scripts: &[(&str, Script)],
+        tune: impl FnOnce(&mut ClusterOptions),
+    ) -> Cluster<Fake> {
+        let mut options = ClusterOptions {
+            nodes: scripts
+                .iter()
+                .map(|(n, _)| NodeOptions {
+                    url: format!("http://{n}"),
+                    ..NodeOptions::default()
+                })
+                .collect(),
+            ..ClusterOptions::default()
+        };
+        tune(&mut options);
+        Cluster::start(
+            options.validate().unwrap(),
+            Fake::new(scripts, true),
+            Box::new(crate::core::selection::LeastConn::new()),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_nodes_die_under_twice_goes_to_no_third_node() {
+        let closed = Script::Fail(TransportError::ClosedMidResponse);
+        let reset = Script::Fail(TransportError::ConnectionReset);
+        let nodes = [("a", closed), ("b", reset), ("c", OK), ("d", OK)];
+        let c = cluster(&nodes, true);
+        let err = c
+            .request(request(), Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        let ClusterError::Poisoned { limit, attempts } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(*limit, 2);
+        assert_eq!(
+            outcomes(attempts),
+            vec![
+                "http://a connection closed before a whole response",
+                "http://b connection reset"
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("(http://a, http://b)"), "{text}");
+        assert_eq!(
+            c.nodes()[2].counters.requests + c.nodes()[3].counters.requests,
+            0
+        );
+        assert_eq!(c.report().totals.errors[6], ("poisoned", 1));
+        assert_idle(&c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_poison_limit_is_a_setting_and_other_failures_do_not_count() {
+        let closed = Script::Fail(TransportError::ClosedMidResponse);
+        let nodes = [
+            ("a", closed.clone()),
+            ("b", Script::Fail(TransportError::InvalidHttp)),
+            ("c", closed),
+            ("d", OK),
+        ];
+        // Limit 3: two deaths (a, c) and one failure that is no death (b)
+        // leave the request its last retry, on d.
+        let c = cluster_with(&nodes, |o| o.poison_limit = 3);
+        let r = c.request(request(), Duration::from_secs(60)).await.unwrap();
+        assert_eq!(r.node, "http://d");
+        assert_eq!(r.attempts.len(), 4);
+        let bad = ClusterOptions {
+            poison_limit: 0,
+            nodes: vec![NodeOptions {
+                url: "http://a".into(),
+                ..NodeOptions::default()
+            }],
+            ..ClusterOptions::default()
+        };
+        let error = bad.validate().unwrap_err();
+        assert_eq!(error.argument, "poison_limit");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_request_counts_as_cancelled_not_in_progress() {
+        let c = Arc::new(cluster(&[("a", Script::Hang)], true));
+        let c2 = Arc::clone(&c);
+        let task =
+            tokio::spawn(async move { c2.request(request(), Duration::from_secs(60)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(c.report().totals.in_progress(), 1);
+        task.abort();
+        let _ = task.await;
+        let totals = c.report().totals;
+        assert_eq!(
+            (totals.started, totals.cancelled, totals.in_progress()),
+            (1, 1, 0)
+        );
+        assert_eq!(c.report().to_json()["totals"]["in_progress"], 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resend_after_498_is_not_a_retry_anywhere() {
+        let c = cluster(&[("a", Script::LostSavedArgs), ("b", OK)], true);
+        c.request(with_saved_args(&["a"]), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let a = &c.nodes()[0];
+        assert_eq!((a.counters.retries, a.counters.redispatches), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,12 +7,11 @@
 //! `retries`) because that is the vocabulary Splash fleet operators know.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine as _;
 use url::Url;
-
-use super::stats_server::{StatsConfig, StatsOptions};
 
 /// A configuration value that cannot be used, with what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +227,9 @@ pub struct ClusterOptions {
     pub connect_timeout: Duration,
     /// 504 retries as a share of recent requests; None: no budget.
     pub retry_budget: Option<f64>,
+    /// Node deaths under one request's renders before it is given up as a
+    /// page that kills nodes.
+    pub poison_limit: u32,
     /// The stats page, if wanted.
     pub stats: Option<StatsOptions>,
 }
@@ -249,6 +251,7 @@ impl Default for ClusterOptions {
             error_limit: 3,
             connect_timeout: Duration::from_secs(5),
             retry_budget: Some(0.2),
+            poison_limit: 2,
             stats: None,
         }
     }
@@ -288,9 +291,16 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     /// 504 retries as a share of recent requests; None: no budget.
     pub retry_budget: Option<f64>,
+    /// Node deaths under one request before it fails as poisoned.
+    pub poison_limit: u32,
     /// The stats page, if wanted.
     pub stats: Option<StatsConfig>,
 }
+
+/// The largest retry budget: 100 retries per request is already no limit
+/// (no request has that many attempts), and a larger share would only
+/// overflow the budget's arithmetic.
+pub const MAX_RETRY_BUDGET: f64 = 100.0;
 
 fn positive_duration(argument: &str, value: Duration) -> Result<Duration, ConfigError> {
     if value.is_zero() {
@@ -325,6 +335,7 @@ impl ClusterOptions {
         at_least_one("fall", u64::from(self.fall))?;
         at_least_one("rise", u64::from(self.rise))?;
         at_least_one("error_limit", u64::from(self.error_limit))?;
+        at_least_one("poison_limit", u64::from(self.poison_limit))?;
         let queue_timeout = positive_duration("queue_timeout", self.queue_timeout)?;
         let health_interval = positive_duration("health_interval", self.health_interval)?;
         let health_timeout = positive_duration("health_timeout", self.health_timeout)?;
@@ -375,18 +386,100 @@ impl ClusterOptions {
             },
             connect_timeout,
             retry_budget: match self.retry_budget {
-                Some(ratio) if !(ratio.is_finite() && ratio >= 0.0) => {
+                Some(ratio)
+                    if !(ratio.is_finite() && (0.0..=MAX_RETRY_BUDGET).contains(&ratio)) =>
+                {
                     return Err(ConfigError::new(
                         "retry_budget",
                         ratio,
-                        "a share of requests >= 0 (such as 0.2), or None for no budget",
+                        "a share of requests from 0 to 100 (such as 0.2), or None for no budget",
                     ))
                 }
                 other => other,
             },
+            poison_limit: self.poison_limit,
             stats: self.stats.map(StatsOptions::validate).transpose()?,
         })
     }
+}
+
+/// How the stats page is served, as the user gives it.
+#[derive(Debug, Clone)]
+pub struct StatsOptions {
+    /// The address to bind; 127.0.0.1 unless the user says otherwise.
+    pub host: String,
+    /// The port; 0 picks a free one.
+    pub port: u16,
+    /// The basic-auth user.
+    pub user: String,
+    /// The basic-auth password; generated when None.
+    pub password: Option<String>,
+}
+
+/// A validated stats configuration.
+#[derive(Clone)]
+pub struct StatsConfig {
+    pub(crate) addr: SocketAddr,
+    pub(crate) user: String,
+    pub(crate) password: String,
+    /// Whether the password was generated (and so must be shown once).
+    pub(crate) generated: bool,
+}
+
+impl std::fmt::Debug for StatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StatsConfig({}, user {:?})", self.addr, self.user)
+    }
+}
+
+impl StatsOptions {
+    /// Checks the options and settles the password.
+    pub fn validate(self) -> Result<StatsConfig, ConfigError> {
+        let host = if self.host == "localhost" {
+            "127.0.0.1"
+        } else {
+            self.host.as_str()
+        };
+        let ip: IpAddr = host.parse().map_err(|_| {
+            ConfigError::new(
+                "stats_host",
+                format!("{:?}", self.host),
+                "an IP address to listen on, such as 127.0.0.1",
+            )
+        })?;
+        if self.user.is_empty() || self.user.contains(':') {
+            return Err(ConfigError::new(
+                "stats_user",
+                format!("{:?}", self.user),
+                "a non-empty user name without ':'",
+            ));
+        }
+        let (password, generated) = match self.password {
+            Some(p) if p.is_empty() => {
+                return Err(ConfigError::new(
+                    "stats_password",
+                    "\"\"",
+                    "a non-empty password, or none to have one generated",
+                ))
+            }
+            Some(p) => (p, false),
+            None => (generate_password(), true),
+        };
+        Ok(StatsConfig {
+            addr: SocketAddr::new(ip, self.port),
+            user: self.user,
+            password,
+            generated,
+        })
+    }
+}
+
+fn generate_password() -> String {
+    let mut bytes = [0u8; 12];
+    // The OS random source failing is a broken machine; a clear panic beats
+    // a guessable password.
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

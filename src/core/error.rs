@@ -70,6 +70,15 @@ pub enum ClusterError {
     },
     /// The request cannot be sent as given (a bad header, method, path).
     InvalidRequest(String),
+    /// Nodes died under the request's renders as often as the poison limit
+    /// allows: the page is likely to crash whichever node renders it (a
+    /// query of death), so it is sent to no more nodes.
+    Poisoned {
+        /// The poison limit: node deaths allowed per request.
+        limit: u32,
+        /// Every attempt, those that ended with the node dying among them.
+        attempts: Vec<Attempt>,
+    },
 }
 
 impl ClusterError {
@@ -80,7 +89,8 @@ impl ClusterError {
             | ClusterError::AllAttemptsFailed { attempts }
             | ClusterError::Timeout { attempts, .. }
             | ClusterError::Closed { attempts }
-            | ClusterError::ResponseTooLarge { attempts, .. } => attempts,
+            | ClusterError::ResponseTooLarge { attempts, .. }
+            | ClusterError::Poisoned { attempts, .. } => attempts,
             ClusterError::InvalidRequest(_) => &[],
         }
     }
@@ -150,6 +160,20 @@ impl fmt::Display for ClusterError {
                 write_list(f, attempts, ToString::to_string)
             }
             ClusterError::InvalidRequest(why) => write!(f, "invalid request: {why}"),
+            ClusterError::Poisoned { limit, attempts } => {
+                let killed: Vec<&str> = attempts
+                    .iter()
+                    .filter(|a| a.outcome.is_node_death())
+                    .map(|a| a.node.as_str())
+                    .collect();
+                write!(
+                    f,
+                    "not sent to another node: {limit} Splash nodes died while rendering this \
+                     request ({}), so the page likely crashes Splash (poison limit {limit}); attempts: ",
+                    killed.join(", ")
+                )?;
+                write_list(f, attempts, ToString::to_string)
+            }
         }
     }
 }

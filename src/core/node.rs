@@ -63,6 +63,9 @@ impl NodeCounters {
 pub struct NodeState {
     /// Requests in flight on the node now.
     pub in_flight: usize,
+    /// Of those, requests that a node died under before (suspects of a
+    /// query of death): at most one at a time.
+    pub suspects_in_flight: usize,
     /// UP or DOWN, and why.
     pub health: Health,
     /// What happened so far.
@@ -74,6 +77,7 @@ impl NodeState {
     pub fn new(now: Instant) -> Self {
         Self {
             in_flight: 0,
+            suspects_in_flight: 0,
             health: Health::new(now),
             counters: NodeCounters::default(),
         }

@@ -90,6 +90,18 @@ impl Outcome {
         Action { retry, blame }
     }
 
+    /// Whether the node died under the attempt: its connection closed or
+    /// was reset while the render ran. That is how a Splash process that
+    /// crashes, is killed or exits on `--maxrss` looks from here; a refused
+    /// connection is not (nothing was rendering), nor is a node marked DOWN
+    /// meanwhile (it froze, or another request found it gone).
+    pub fn is_node_death(&self) -> bool {
+        matches!(
+            self,
+            Outcome::NodeFailure(NodeFailure::ClosedMidResponse | NodeFailure::ConnectionReset)
+        )
+    }
+
     /// Whether the attempt ended with an HTTP answer that can be returned.
     pub fn has_answer(&self) -> bool {
         matches!(

@@ -78,6 +78,11 @@ pub struct Pool {
 pub struct Lease {
     shared: Arc<Shared>,
     node: usize,
+    /// Subscribed when the slot was taken, under the pool's lock, so that a
+    /// node marked DOWN at any moment after that is seen by the attempt.
+    down: watch::Receiver<u64>,
+    /// Whether the request is a suspect of killing nodes.
+    suspect: bool,
     armed: bool,
 }
 
@@ -98,15 +103,23 @@ impl Lease {
         &self.shared.specs[self.node]
     }
 
-    /// Resolves when the node is marked DOWN after this call.
+    /// Resolves when the node is marked DOWN after the lease was taken.
     pub fn down_signal(&self) -> watch::Receiver<u64> {
-        self.shared.down_signals[self.node].subscribe()
+        self.down.clone()
     }
 
     /// Gives the slot back by hand, for the one place that holds the lock.
     fn disarm(mut self, state: &mut State) {
         self.armed = false;
-        state.nodes[self.node].in_flight -= 1;
+        self.give_back(state);
+    }
+
+    fn give_back(&self, state: &mut State) {
+        let node = &mut state.nodes[self.node];
+        node.in_flight -= 1;
+        if self.suspect {
+            node.suspects_in_flight -= 1;
+        }
     }
 }
 
@@ -114,7 +127,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if self.armed {
             let mut state = lock(&self.shared.state);
-            state.nodes[self.node].in_flight -= 1;
+            self.give_back(&mut state);
             dispatch(&self.shared, &mut state);
         }
     }
@@ -140,6 +153,7 @@ fn candidates(shared: &Shared, state: &State, tried: &Tried) -> Vec<Candidate> {
             up: node.health.is_up(),
             tried: tried.contains(i),
             preferred: tried.prefers(i),
+            excluded: tried.is_suspect() && node.suspects_in_flight > 0,
         })
         .collect()
 }
@@ -152,27 +166,49 @@ fn take_slot(shared: &Arc<Shared>, state: &mut State, tried: &Tried) -> Option<L
         candidates[node].has_free_slot(),
         "policy chose a full or DOWN node"
     );
-    state.nodes[node].in_flight += 1;
+    let suspect = tried.is_suspect();
+    let taken = &mut state.nodes[node];
+    taken.in_flight += 1;
+    if suspect {
+        taken.suspects_in_flight += 1;
+    }
     Some(Lease {
         shared: Arc::clone(shared),
         node,
+        down: shared.down_signals[node].subscribe(),
+        suspect,
         armed: true,
     })
 }
 
 /// Hands free slots to waiters, oldest first, for as long as there are both.
+/// A waiter that cannot take any free slot (a suspect, where every free node
+/// runs a suspect already) is passed over, not allowed to block the rest.
 fn dispatch(shared: &Arc<Shared>, state: &mut State) {
-    while let Some(waiter) = state.queue.front() {
-        let tried = waiter.tried.clone();
-        let Some(lease) = take_slot(shared, state, &tried) else {
+    let mut position = 0;
+    while position < state.queue.len() && any_free_slot(shared, state) {
+        let Some(tried) = state.queue.iter().nth(position).map(|w| w.tried.clone()) else {
             break;
         };
-        let waiter = state.queue.pop_front().expect("front exists");
+        let Some(lease) = take_slot(shared, state, &tried) else {
+            position += 1;
+            continue;
+        };
+        let waiter = state.queue.take(position).expect("position exists");
         if let Err(lease) = waiter.grant.send(lease) {
             // The waiter was cancelled a moment ago; its slot goes to the next.
             lease.disarm(state);
         }
     }
+}
+
+/// Whether any node is UP and below its maxconn.
+fn any_free_slot(shared: &Shared, state: &State) -> bool {
+    shared
+        .specs
+        .iter()
+        .zip(&state.nodes)
+        .any(|(spec, node)| node.health.is_up() && node.in_flight < spec.maxconn)
 }
 
 fn snapshots(shared: &Shared, state: &State, now: Instant) -> Vec<NodeSnapshot> {
@@ -249,7 +285,11 @@ impl Pool {
                 }
             }
             state.waits += 1;
-            state.queue.push(tried.clone(), retry, started)
+            let waiter = state.queue.push(tried.clone(), retry, started);
+            // The waiters ahead may be suspects that cannot take the slot
+            // that is free; then this request takes it now.
+            dispatch(&self.shared, &mut state);
+            waiter
         };
         let mut guard = WaiterGuard {
             pool: self,
@@ -514,6 +554,65 @@ mod tests {
             let lease = pool.acquire(&Tried::default(), far()).await.unwrap();
             assert_ne!(lease.node(), node, "a DOWN node got a request");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_marked_down_right_after_the_lease_still_signals_it() {
+        // The attempt subscribes after the lease is made; a DOWN in between
+        // must not be missed, or the attempt waits out its whole timeout.
+        let pool = pool(&[5, 5]);
+        let lease = pool.acquire(&Tried::default(), far()).await.unwrap();
+        let refused = Outcome::NodeFailure(NodeFailure::ConnectionRefused);
+        pool.record_attempt(lease.node(), &refused, None, None);
+        let signal = lease.down_signal();
+        assert!(
+            signal.has_changed().unwrap(),
+            "the DOWN before subscribing was lost"
+        );
+    }
+
+    fn suspect() -> Tried {
+        let mut tried = Tried::default();
+        tried.record_node_death();
+        tried
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn suspects_of_killing_nodes_never_share_a_node() {
+        let pool = pool(&[5, 5]);
+        let a = pool.acquire(&suspect(), far()).await.unwrap();
+        let b = pool.acquire(&suspect(), far()).await.unwrap();
+        assert_ne!(a.node(), b.node());
+        // A third suspect waits although both nodes have free slots...
+        let p = pool.clone();
+        let third =
+            tokio::spawn(async move { p.acquire(&suspect(), far()).await.map(|l| l.node()) });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(pool.queue_stats().waiting, 1);
+        // ...and does not hold up requests that are no suspects behind it.
+        let plain = pool.acquire(&Tried::default(), far()).await.unwrap();
+        let plain_node = plain.node();
+        assert_eq!(pool.queue_stats().waiting, 1);
+        let freed = b.node();
+        drop(b);
+        assert_eq!(third.await.unwrap().unwrap(), freed);
+        drop((a, plain));
+        assert_eq!(in_flight(&pool), vec![0, 0]);
+        assert!(plain_node < 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_suspect_does_not_block_a_new_request_behind_it() {
+        let pool = pool(&[2]);
+        let held = pool.acquire(&suspect(), far()).await.unwrap();
+        let p = pool.clone();
+        let _blocked = tokio::spawn(async move { p.acquire(&suspect(), far()).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(pool.queue_stats().waiting, 1);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let lease = pool.acquire(&Tried::default(), deadline).await;
+        assert!(lease.is_ok(), "{lease:?}");
+        drop(held);
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,6 +26,8 @@ pub struct RequestTotals {
     too_large: AtomicU64,
     closed: AtomicU64,
     invalid: AtomicU64,
+    poisoned: AtomicU64,
+    cancelled: AtomicU64,
     retries_denied: AtomicU64,
 }
 
@@ -37,15 +39,27 @@ pub struct TotalsSnapshot {
     /// Requests that ended with a node's answer.
     pub answered: u64,
     /// Requests that ended in an error, by kind.
-    pub errors: [(&'static str, u64); 6],
+    pub errors: [(&'static str, u64); 7],
+    /// Requests whose caller gave up on them (the future was dropped).
+    pub cancelled: u64,
     /// 504 retries the retry budget refused.
     pub retries_denied: u64,
+}
+
+impl TotalsSnapshot {
+    /// Requests neither answered, failed nor cancelled yet. Never below 0:
+    /// the counters are read one by one while requests end.
+    pub fn in_progress(&self) -> u64 {
+        let ended =
+            self.answered + self.cancelled + self.errors.iter().map(|(_, v)| v).sum::<u64>();
+        self.started.saturating_sub(ended)
+    }
 }
 
 impl RequestTotals {
     /// Counts a request that starts.
     pub fn start(&self) {
-        self.started.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Release);
     }
 
     /// Counts how a request ended.
@@ -58,20 +72,30 @@ impl RequestTotals {
             Err(ClusterError::ResponseTooLarge { .. }) => &self.too_large,
             Err(ClusterError::Closed { .. }) => &self.closed,
             Err(ClusterError::InvalidRequest(_)) => &self.invalid,
+            Err(ClusterError::Poisoned { .. }) => &self.poisoned,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(1, Ordering::Release);
+    }
+
+    /// Counts a request whose caller dropped it before it ended.
+    pub fn cancel(&self) {
+        self.cancelled.fetch_add(1, Ordering::Release);
     }
 
     /// Counts a 504 retry the budget refused.
     pub fn deny_retry(&self) {
-        self.retries_denied.fetch_add(1, Ordering::Relaxed);
+        self.retries_denied.fetch_add(1, Ordering::Release);
     }
 
     /// The totals now.
     pub fn snapshot(&self) -> TotalsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        TotalsSnapshot {
-            started: get(&self.started),
+        let get = |c: &AtomicU64| c.load(Ordering::Acquire);
+        // The ends are read before the starts (each an acquire of the
+        // count's release): a request seen as ended is then seen as started,
+        // so `in_progress` does not go negative from a request that starts
+        // and ends between two reads.
+        let ends = TotalsSnapshot {
+            started: 0,
             answered: get(&self.answered),
             errors: [
                 ("no_node_available", get(&self.no_node_available)),
@@ -80,8 +104,14 @@ impl RequestTotals {
                 ("response_too_large", get(&self.too_large)),
                 ("closed", get(&self.closed)),
                 ("invalid_request", get(&self.invalid)),
+                ("poisoned", get(&self.poisoned)),
             ],
+            cancelled: get(&self.cancelled),
             retries_denied: get(&self.retries_denied),
+        };
+        TotalsSnapshot {
+            started: get(&self.started),
+            ..ends
         }
     }
 }
@@ -174,9 +204,8 @@ impl ClusterReport {
             "totals": {
                 "requests": self.totals.started,
                 "answered": self.totals.answered,
-                "in_progress": self.totals.started
-                    - self.totals.answered
-                    - self.totals.errors.iter().map(|(_, v)| v).sum::<u64>(),
+                "in_progress": self.totals.in_progress(),
+                "cancelled": self.totals.cancelled,
                 "errors": self.totals.errors.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "retries_denied": self.totals.retries_denied,
             },
@@ -356,6 +385,12 @@ impl ClusterReport {
                 .iter()
                 .map(|(kind, v)| (format!("{{kind=\"{kind}\"}}"), *v as f64))
                 .collect(),
+        );
+        family(
+            "splash_cluster_requests_cancelled_total",
+            "counter",
+            "Cluster requests dropped by their caller before they ended.",
+            vec![(String::new(), self.totals.cancelled as f64)],
         );
         family(
             "splash_cluster_retries_denied_total",
@@ -555,11 +590,23 @@ mod tests {
                     ("response_too_large", 0),
                     ("closed", 0),
                     ("invalid_request", 0),
+                    ("poisoned", 0),
                 ],
+                cancelled: 0,
                 retries_denied: 0,
             },
             uptime: Duration::from_secs(3700),
         }
+    }
+
+    #[test]
+    fn in_progress_never_goes_below_zero() {
+        // Counters read while requests end can say more ended than started.
+        let mut r = report();
+        r.totals.started = 3;
+        r.totals.answered = 5;
+        assert_eq!(r.totals.in_progress(), 0);
+        assert_eq!(r.to_json()["totals"]["in_progress"], 0);
     }
 
     #[test]

@@ -23,12 +23,15 @@ pub struct Candidate {
     /// Whether the node holds what the request would otherwise send in
     /// full (Splash's saved arguments): cheaper there, all else equal.
     pub preferred: bool,
+    /// Whether the request may not go to this node at all: it is suspected
+    /// of killing nodes and another suspect runs there already.
+    pub excluded: bool,
 }
 
 impl Candidate {
-    /// UP and below `maxconn`.
+    /// UP, below `maxconn`, and not excluded for this request.
     pub fn has_free_slot(&self) -> bool {
-        self.up && self.in_flight < self.maxconn
+        self.up && self.in_flight < self.maxconn && !self.excluded
     }
 }
 
@@ -112,6 +115,7 @@ mod tests {
             up: true,
             tried: false,
             preferred: false,
+            excluded: false,
         }
     }
 
@@ -186,11 +190,11 @@ mod tests {
         #[test]
         fn never_chooses_a_node_without_a_free_slot(
             nodes in proptest::collection::vec(
-                (0usize..8, 1usize..6, 1u32..4, any::<bool>(), any::<bool>(), any::<bool>()), 0..8),
+                (0usize..8, 1usize..6, 1u32..4, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()), 0..8),
             rotations in 0usize..10,
         ) {
-            let candidates: Vec<Candidate> = nodes.iter().map(|&(in_flight, maxconn, weight, up, tried, preferred)| Candidate {
-                in_flight, maxconn, weight, up, tried, preferred,
+            let candidates: Vec<Candidate> = nodes.iter().map(|&(in_flight, maxconn, weight, up, tried, preferred, excluded)| Candidate {
+                in_flight, maxconn, weight, up, tried, preferred, excluded,
             }).collect();
             let mut p = LeastConn::new();
             for _ in 0..rotations { p.select(&candidates); }

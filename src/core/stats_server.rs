@@ -8,7 +8,7 @@
 //! much of a guess was right.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -23,86 +23,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::config::ConfigError;
+use super::config::StatsConfig;
 use super::report::ReportSource;
-
-/// How the stats page is served, as the user gives it.
-#[derive(Debug, Clone)]
-pub struct StatsOptions {
-    /// The address to bind; 127.0.0.1 unless the user says otherwise.
-    pub host: String,
-    /// The port; 0 picks a free one.
-    pub port: u16,
-    /// The basic-auth user.
-    pub user: String,
-    /// The basic-auth password; generated when None.
-    pub password: Option<String>,
-}
-
-/// A validated stats configuration.
-#[derive(Clone)]
-pub struct StatsConfig {
-    addr: SocketAddr,
-    user: String,
-    password: String,
-    generated: bool,
-}
-
-impl std::fmt::Debug for StatsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StatsConfig({}, user {:?})", self.addr, self.user)
-    }
-}
-
-impl StatsOptions {
-    /// Checks the options and settles the password.
-    pub fn validate(self) -> Result<StatsConfig, ConfigError> {
-        let host = if self.host == "localhost" {
-            "127.0.0.1"
-        } else {
-            self.host.as_str()
-        };
-        let ip: IpAddr = host.parse().map_err(|_| {
-            ConfigError::new(
-                "stats_host",
-                format!("{:?}", self.host),
-                "an IP address to listen on, such as 127.0.0.1",
-            )
-        })?;
-        if self.user.is_empty() || self.user.contains(':') {
-            return Err(ConfigError::new(
-                "stats_user",
-                format!("{:?}", self.user),
-                "a non-empty user name without ':'",
-            ));
-        }
-        let (password, generated) = match self.password {
-            Some(p) if p.is_empty() => {
-                return Err(ConfigError::new(
-                    "stats_password",
-                    "\"\"",
-                    "a non-empty password, or none to have one generated",
-                ))
-            }
-            Some(p) => (p, false),
-            None => (generate_password(), true),
-        };
-        Ok(StatsConfig {
-            addr: SocketAddr::new(ip, self.port),
-            user: self.user,
-            password,
-            generated,
-        })
-    }
-}
-
-fn generate_password() -> String {
-    let mut bytes = [0u8; 12];
-    // The OS random source failing is a broken machine; a clear panic beats
-    // a guessable password.
-    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// A running stats page.
 #[derive(Debug)]
@@ -265,6 +187,7 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::config::StatsOptions;
 
     fn basic(credentials: &str) -> Vec<u8> {
         format!(
