@@ -152,7 +152,8 @@ class ClusterRuntime:
         self._inc("attempts", len(attempts))
         # An attempt after a 498 is the same request resent in full to the
         # same node at once: not a retry.
-        retries = sum(1 for previous, _ in itertools.pairwise(attempts) if not previous[1].startswith("498"))
+        pairs = itertools.pairwise(attempts)
+        retries = sum(1 for previous, _ in pairs if not previous[1].startswith("498"))
         if retries:
             self._inc("retries", retries)
         if len(attempts) > 1:

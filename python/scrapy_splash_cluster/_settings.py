@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from scrapy.settings import BaseSettings
 
 from scrapy_splash_cluster._core import NodeConfig
+from scrapy_splash_cluster._node_url import mask_password, split_credentials
 from scrapy_splash_cluster.request import SlotPolicy
 
 __all__ = ["ClusterSettings", "SplashSettingsError"]
@@ -26,14 +27,6 @@ class SplashSettingsError(ValueError):
 
 def _fail(setting: str, value: Any, expected: str) -> SplashSettingsError:
     return SplashSettingsError(f"invalid {setting}: {value!r}; expected {expected}")
-
-
-def _mask(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _int(settings: BaseSettings, name: str, default: int, minimum: int) -> int:
@@ -66,7 +59,7 @@ def _with_credentials(url: str, user: str | None, password: str | None) -> str:
     if user is None:
         return url
     parts = urlsplit(url)
-    if parts.username is not None or not parts.hostname:
+    if split_credentials(url)[0] is not None or not parts.hostname:
         return url
     userinfo = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
@@ -176,7 +169,8 @@ def _share(settings: BaseSettings, name: str, default: float) -> float:
     except (TypeError, ValueError):
         raise _fail(name, raw, "a share of requests such as 0.2, or None for no budget") from None
     if not 0 <= value <= 100:
-        raise _fail(name, raw, "a share of requests from 0 to 100 such as 0.2, or None for no budget")
+        expected = "a share of requests from 0 to 100 such as 0.2, or None for no budget"
+        raise _fail(name, raw, expected)
     return value
 
 
@@ -204,7 +198,7 @@ def _port(settings: BaseSettings, name: str) -> int | None:
 
 def _label(url: str) -> str:
     """A node's name in stats: host:port, never credentials."""
-    parts = urlsplit(url)
+    parts = urlsplit(split_credentials(url)[1])
     host = parts.hostname or url
     return f"{host}:{parts.port}" if parts.port else host
 
@@ -222,7 +216,7 @@ def _node_entries(settings: BaseSettings) -> list[Any]:
     if isinstance(urls, str):
         entries = [u.strip() for u in urls.split(",")]
         if not all(entries):
-            raise _fail("SPLASH_URLS", _mask(urls), "comma-separated node URLs, none empty")
+            raise _fail("SPLASH_URLS", mask_password(urls), "comma-separated node URLs, none empty")
         return entries
     if not isinstance(urls, list | tuple):
         raise _fail("SPLASH_URLS", urls, "a list of node URLs or a comma-separated string")
@@ -240,7 +234,7 @@ def _node(entry: Any, index: int, user: str | None, password: str | None) -> str
         if unknown or "url" not in entry:
             raise _fail(
                 setting,
-                {k: (_mask(v) if k == "url" else v) for k, v in entry.items()},
+                {k: (mask_password(v) if k == "url" else v) for k, v in entry.items()},
                 'a URL or a dict with "url" and optional "maxconn" and "weight"',
             )
         url = str(entry["url"]).strip()
@@ -257,6 +251,8 @@ def _node(entry: Any, index: int, user: str | None, password: str | None) -> str
 
 
 def _check_url(setting: str, url: str) -> None:
-    parts = urlsplit(url)
+    parts = urlsplit(split_credentials(url)[1])
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _fail(setting, _mask(url), "an http:// or https:// URL such as http://127.0.0.1:8050")
+        raise _fail(
+            setting, mask_password(url), "an http:// or https:// URL such as http://127.0.0.1:8050"
+        )

@@ -9,7 +9,6 @@ scripts and health checks can use it.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 import time
@@ -18,7 +17,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from scrapy_splash_cluster._node_url import basic_authorization, mask_password, split_credentials
 
 __all__ = ["NodeStatus", "main", "probe"]
 
@@ -42,21 +43,18 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+# Nodes are probed directly: a proxy from http_proxy in the environment would
+# see the node's Authorization header (and answer for the node).
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects)
 
 
 def _split_credentials(url: str) -> tuple[str, str | None, str]:
     """The URL without credentials, its Authorization header, and the URL
     as shown (password masked)."""
-    parts = urlsplit(url.rstrip("/"))
-    if parts.username is None:
-        return url.rstrip("/"), None, url.rstrip("/")
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    bare = urlunsplit(parts._replace(netloc=netloc))
-    token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
-    shown = urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc}"))
-    return bare, f"Basic {token}", shown
+    url = url.rstrip("/")
+    userinfo, bare = split_credentials(url)
+    auth = basic_authorization(userinfo) if userinfo is not None else None
+    return bare, auth, mask_password(url)
 
 
 def _get_json(url: str, auth: str | None, timeout: float) -> Any:
@@ -125,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--timeout", type=float, default=3.0, help="seconds per probe (3)")
     args = parser.parse_args(argv)
     for url in args.urls:
-        parts = urlsplit(url)
+        parts = urlsplit(split_credentials(url)[1])
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            parser.error(f"invalid node URL {url!r}; expected http://host:port")
+            parser.error(f"invalid node URL {mask_password(url)!r}; expected http://host:port")
     with ThreadPoolExecutor(max_workers=min(16, len(args.urls))) as pool:
         statuses = list(pool.map(lambda u: probe(u, args.timeout), args.urls))
     if args.json:

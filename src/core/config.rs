@@ -67,7 +67,12 @@ impl NodeEndpoint {
     pub fn parse(argument: &str, raw: &str) -> Result<Self, ConfigError> {
         let shown = mask_password(raw);
         let expected = "an http:// or https:// URL of a Splash node, such as http://127.0.0.1:8050";
-        let mut url = Url::parse(raw.trim())
+        let raw = raw.trim();
+        // The credentials are taken off by hand before the URL is parsed:
+        // a password may hold '/', '?', '#' or '@' unencoded, which a URL
+        // parser would read as the start of the path, query or host.
+        let (userinfo, rest) = split_userinfo(raw);
+        let mut url = Url::parse(&rest)
             .map_err(|e| ConfigError::new(argument, format!("{shown:?} ({e})"), expected))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(ConfigError::new(argument, format!("{shown:?}"), expected));
@@ -79,32 +84,27 @@ impl NodeEndpoint {
                 "a node URL without a query string or fragment",
             ));
         }
-        let authorization = match (url.username(), url.password()) {
-            ("", None) => None,
-            (user, password) => {
-                let user = percent_decode(user);
-                let password = password.map(percent_decode).unwrap_or_default();
-                let token =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-                Some(format!("Basic {token}"))
-            }
-        };
-        let user = url.username().to_owned();
-        let has_password = url.password().is_some();
-        // Credentials are kept only as the header; the base URL carries none,
-        // so no code path can print or forward them by accident.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConfigError::new(argument, format!("{shown:?}"), expected));
+        }
+        let authorization = userinfo.map(|(user, password)| {
+            let user = percent_decode(user);
+            let password = password.map(percent_decode).unwrap_or_default();
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            format!("Basic {token}")
+        });
         if !url.path().ends_with('/') {
             let path = format!("{}/", url.path());
             url.set_path(&path);
         }
         let mut display = url.as_str().trim_end_matches('/').to_owned();
-        if !user.is_empty() || has_password {
-            let secret = if has_password { ":***" } else { "" };
+        if let Some((user, password)) = userinfo {
+            let secret = if password.is_some() { ":***" } else { "" };
             let scheme_end = url.scheme().len() + 3;
             display.insert_str(scheme_end, &format!("{user}{secret}@"));
         }
+        // The base URL carries no credentials, so no code path can print or
+        // forward them by accident: they live only in the header.
         Ok(Self {
             base: url,
             display,
@@ -136,41 +136,50 @@ impl fmt::Debug for NodeEndpoint {
     }
 }
 
+/// Percent-decoding and nothing else: a `+` stays a `+` and a `&` is a
+/// character like any other (form decoding would turn them into a space
+/// and a field separator, and so change the password).
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Splits `scheme://user:password@rest` into the user and password as
+/// written and `scheme://rest`. Everything from `://` to the last `@` is
+/// the credentials, so that a password holding `/ ? # @` unencoded stays
+/// whole; a URL with no `@` has none.
+fn split_userinfo(raw: &str) -> (Option<(&str, Option<&str>)>, String) {
+    let Some(scheme_end) = raw.find("://").map(|i| i + 3) else {
+        return (None, raw.to_owned());
+    };
+    match raw[scheme_end..].rfind('@').map(|i| scheme_end + i) {
+        Some(at) => {
+            let userinfo = &raw[scheme_end..at];
+            let credentials = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (userinfo, None),
+            };
+            (
+                Some(credentials),
+                format!("{}{}", &raw[..scheme_end], &raw[at + 1..]),
+            )
+        }
+        None => (None, raw.to_owned()),
+    }
 }
 
 /// Replaces the password of a URL-ish string with `***`, even when the
-/// string does not parse, so that error messages never echo a secret.
+/// string does not parse, so that error messages never echo a secret:
+/// everything from `://` to the last `@` but the user name is masked.
 pub fn mask_password(raw: &str) -> String {
-    let Some(scheme_end) = raw.find("://").map(|i| i + 3) else {
+    let (userinfo, rest) = split_userinfo(raw);
+    let Some((user, password)) = userinfo else {
         return raw.to_owned();
     };
-    let authority_end = raw[scheme_end..]
-        .find(['/', '?', '#'])
-        .map_or(raw.len(), |i| scheme_end + i);
-    let authority = &raw[scheme_end..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_owned()
-            };
-            format!(
-                "{}{}{}",
-                &raw[..scheme_end],
-                masked,
-                &raw[scheme_end + at..]
-            )
-        }
-        None => raw.to_owned(),
-    }
+    let scheme_end = rest.find("://").map_or(0, |i| i + 3);
+    let secret = if password.is_some() { ":***" } else { "" };
+    format!("{}{user}{secret}@{}", &rest[..scheme_end], &rest[scheme_end..])
 }
 
 /// One node as the user describes it; unset fields take the cluster default.
@@ -515,6 +524,39 @@ mod tests {
         assert!(!format!("{e:?}").contains("s3cr"));
     }
 
+    fn basic_credentials(e: &NodeEndpoint) -> String {
+        let header = e.authorization().unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(header.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        String::from_utf8(decoded).unwrap()
+    }
+
+    #[test]
+    fn passwords_with_url_characters_stay_whole_and_never_show() {
+        // (URL as given, the password it means)
+        for (url, password) in [
+            ("http://u:pa/ss@h:1", "pa/ss"),
+            ("http://u:pa%2Fss@h:1", "pa/ss"),
+            ("http://u:a?b#c@h:1", "a?b#c"),
+            ("http://u:p@ss@h:1", "p@ss"),
+            ("http://u:p%40ss@h:1", "p@ss"),
+            ("http://u:a+b&c=d@h:1", "a+b&c=d"),
+            ("http://u:a%2Bb%26c@h:1", "a+b&c"),
+        ] {
+            let e = NodeEndpoint::parse("url", url).unwrap_or_else(|err| panic!("{url}: {err}"));
+            assert_eq!(basic_credentials(&e), format!("u:{password}"), "{url}");
+            assert_eq!(e.display(), "http://u:***@h:1", "{url}");
+            assert_eq!(e.url_for("/_ping"), "http://h:1/_ping", "{url}");
+        }
+        // A bad URL's error masks the password too, however it is written.
+        for bad in ["http://u:pa/ss@h:notaport", "ftp://u:pa/ss@h:1", "http://u:pa/ss@"] {
+            let err = NodeEndpoint::parse("nodes[0].url", bad).unwrap_err().to_string();
+            assert!(!err.contains("pa/ss") && !err.contains("ss@"), "{err}");
+            assert!(err.contains("u:***@"), "{err}");
+        }
+    }
+
     #[test]
     fn base_path_is_kept() {
         let e = NodeEndpoint::parse("url", "https://splash.example/cluster").unwrap();
@@ -543,7 +585,8 @@ mod tests {
     fn mask_password_handles_unparseable_input() {
         assert_eq!(mask_password("http://a:b@c d"), "http://a:***@c d");
         assert_eq!(mask_password("no scheme"), "no scheme");
-        assert_eq!(mask_password("http://h:1/p@x"), "http://h:1/p@x");
+        // Everything up to the last '@' is credentials, by rule.
+        assert_eq!(mask_password("http://h:1/p@x"), "http://h:***@x");
     }
 
     #[test]
