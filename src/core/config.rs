@@ -90,7 +90,8 @@ impl NodeEndpoint {
         let authorization = userinfo.map(|(user, password)| {
             let user = percent_decode(user);
             let password = password.map(percent_decode).unwrap_or_default();
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             format!("Basic {token}")
         });
         if !url.path().ends_with('/') {
@@ -179,7 +180,11 @@ pub fn mask_password(raw: &str) -> String {
     };
     let scheme_end = rest.find("://").map_or(0, |i| i + 3);
     let secret = if password.is_some() { ":***" } else { "" };
-    format!("{}{user}{secret}@{}", &rest[..scheme_end], &rest[scheme_end..])
+    format!(
+        "{}{user}{secret}@{}",
+        &rest[..scheme_end],
+        &rest[scheme_end..]
+    )
 }
 
 /// One node as the user describes it; unset fields take the cluster default.
@@ -550,8 +555,14 @@ mod tests {
             assert_eq!(e.url_for("/_ping"), "http://h:1/_ping", "{url}");
         }
         // A bad URL's error masks the password too, however it is written.
-        for bad in ["http://u:pa/ss@h:notaport", "ftp://u:pa/ss@h:1", "http://u:pa/ss@"] {
-            let err = NodeEndpoint::parse("nodes[0].url", bad).unwrap_err().to_string();
+        for bad in [
+            "http://u:pa/ss@h:notaport",
+            "ftp://u:pa/ss@h:1",
+            "http://u:pa/ss@",
+        ] {
+            let err = NodeEndpoint::parse("nodes[0].url", bad)
+                .unwrap_err()
+                .to_string();
             assert!(!err.contains("pa/ss") && !err.contains("ss@"), "{err}");
             assert!(err.contains("u:***@"), "{err}");
         }

@@ -11,7 +11,9 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING,
+};
 
 use super::config::NodeEndpoint;
 use super::transport::{NodeRequest, NodeResponse, Transport, TransportError};
@@ -48,6 +50,12 @@ impl HttpTransport {
                 .map_err(|_| TransportError::Other(format!("invalid value for header {name}")))?;
             headers.append(name, value);
         }
+        // Nodes are asked for the body as it is, so that what comes back is
+        // bounded by the size limit as read (no decompression bomb), and an
+        // encoded answer nobody asked for is the node's fault.
+        if !headers.contains_key(ACCEPT_ENCODING) {
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        }
         if let Some(auth) = node.authorization() {
             let mut value = HeaderValue::from_str(auth)
                 .map_err(|_| TransportError::Other("invalid node credentials".to_owned()))?;
@@ -66,15 +74,22 @@ impl Transport for HttpTransport {
     ) -> Result<NodeResponse, TransportError> {
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| TransportError::Other(format!("invalid method {:?}", request.method)))?;
+        let headers = Self::headers(node, request)?;
+        let asked_identity = headers
+            .get(ACCEPT_ENCODING)
+            .is_some_and(|v| v == "identity");
         let response = self
             .client
             .request(method, node.url_for(&request.path))
-            .headers(Self::headers(node, request)?)
+            .headers(headers)
             .body(request.body.clone())
             .send()
             .await
             .map_err(|e| classify_reqwest_error(&e))?;
         let status = response.status().as_u16();
+        if asked_identity {
+            check_identity(response.headers())?;
+        }
         let headers = response
             .headers()
             .iter()
@@ -98,27 +113,43 @@ impl Transport for HttpTransport {
             .await
             .map_err(|e| classify_reqwest_error(&e))?;
         let status = response.status().as_u16();
-        // Read the body so the connection goes back to the pool.
-        response
-            .bytes()
-            .await
-            .map_err(|e| classify_reqwest_error(&e))?;
+        // Read the body so the connection goes back to the pool; a probe's
+        // answer is small, and a node sending more is not well.
+        read_body(response, Some(PROBE_MAX_BODY)).await?;
         Ok(status)
     }
 }
 
+/// The largest answer to a probe read.
+const PROBE_MAX_BODY: usize = 1024 * 1024;
+
+/// Fails an answer whose body is encoded although the node was asked for it
+/// as it is (`Accept-Encoding: identity`).
+fn check_identity(headers: &HeaderMap) -> Result<(), TransportError> {
+    match headers.get(CONTENT_ENCODING) {
+        Some(coding) if !coding.as_bytes().eq_ignore_ascii_case(b"identity") => {
+            Err(TransportError::Other(format!(
+                "the answer is encoded ({}) although the node was asked for identity",
+                String::from_utf8_lossy(coding.as_bytes())
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The largest answer read when the request sets no limit: Scrapy's own
+/// default DOWNLOAD_MAXSIZE, so that a node sending an endless body cannot
+/// take all the crawler's memory.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024 * 1024;
+
 /// Reads the whole body, giving up (and dropping the connection) as soon as
-/// it is known to exceed `limit`: from Content-Length, or while streaming.
+/// it is known to exceed `limit` (or [`DEFAULT_MAX_BODY`]): from
+/// Content-Length, or while streaming.
 async fn read_body(
     mut response: reqwest::Response,
     limit: Option<usize>,
 ) -> Result<Bytes, TransportError> {
-    let Some(limit) = limit else {
-        return response
-            .bytes()
-            .await
-            .map_err(|e| classify_reqwest_error(&e));
-    };
+    let limit = limit.unwrap_or(DEFAULT_MAX_BODY);
     if response
         .content_length()
         .is_some_and(|len| len > limit as u64)
@@ -178,8 +209,16 @@ fn classify_reqwest_error(error: &reqwest::Error) -> TransportError {
     TransportError::Other(error_chain(error))
 }
 
+/// The error's text with its causes, and without the request's URL: reqwest
+/// names it, query string and all, and the query holds page URLs, scripts
+/// and perhaps secrets that have no place in node reasons, the stats page
+/// or logs. The node is named wherever this text goes anyway.
 fn error_chain(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
+    if let Some(url) = error.url() {
+        text = text.replace(&format!(" for url ({url})"), "");
+        text = text.replace(url.as_str(), url.path());
+    }
     let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(": ");
@@ -188,3 +227,7 @@ fn error_chain(error: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

@@ -9,6 +9,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -18,9 +20,9 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::config::StatsConfig;
@@ -149,35 +151,101 @@ pub fn start(
     } else {
         tracing::info!(target: "scrapy_splash_cluster::stats", "Splash cluster stats on http://{addr}/");
     }
-    let task = tokio::spawn(serve(listener, config, source, stop));
+    let task = tokio::spawn(serve(
+        listener,
+        config,
+        source,
+        stop,
+        ConnectionLimits::DEFAULT,
+    ));
     Ok(StatsServer { addr, task })
 }
+
+/// What one client may take of the stats page: it is served by the
+/// crawler's own process, so a slow or hostile client must not hold its
+/// file descriptors or tasks.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections served at once. The page is for a few people and
+    /// scrapers: past this, new connections wait in the kernel's backlog,
+    /// where they hold none of the crawler's file descriptors (which its
+    /// node connections need).
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head, and how long an
+    /// idle keep-alive connection stays open (hyper runs this timer while it
+    /// waits for a head, the first or the next).
+    pub header_timeout: Duration,
+    /// How long one connection may live, however busy: a client that stops
+    /// reading its answer cannot hold a connection forever.
+    pub max_lifetime: Duration,
+}
+
+impl ConnectionLimits {
+    /// The limits of every stats page.
+    pub const DEFAULT: Self = Self {
+        max_connections: 32,
+        header_timeout: Duration::from_secs(10),
+        max_lifetime: Duration::from_secs(60),
+    };
+}
+
+/// The pause after a failed accept (EMFILE: out of file descriptors), so
+/// that the loop does not spin on an error that lasts.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 async fn serve(
     listener: tokio::net::TcpListener,
     config: StatsConfig,
     source: ReportSource,
     mut stop: watch::Receiver<bool>,
+    limits: ConnectionLimits,
 ) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // One WARNING per stats server, not one per failed accept.
+    let mut accept_errors_logged = false;
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
             },
             _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                if !std::mem::replace(&mut accept_errors_logged, true) {
+                    tracing::warn!(
+                        target: "scrapy_splash_cluster::stats",
+                        "the stats page cannot accept connections ({error}); retrying every {} ms",
+                        ACCEPT_ERROR_PAUSE.as_millis()
+                    );
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                }
+            }
         };
         let config = config.clone();
         let source = source.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request: Request<Incoming>| {
                 let response = handle(&request, &config, &source);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
-                _ = connection => {}
+                _ = tokio::time::timeout(limits.max_lifetime, connection) => {}
                 _ = stop.wait_for(|stopped| *stopped) => {}
             }
         });
@@ -233,5 +301,113 @@ mod tests {
         let mut bad_user = options(None);
         bad_user.user = "a:b".into();
         assert_eq!(bad_user.validate().unwrap_err().argument, "stats_user");
+    }
+
+    use crate::core::config::{HealthThresholds, NodeEndpoint, NodeSpec};
+    use crate::core::pool::Pool;
+    use crate::core::report::RequestTotals;
+    use crate::core::selection::LeastConn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const LIMITS: ConnectionLimits = ConnectionLimits {
+        max_connections: 4,
+        header_timeout: Duration::from_millis(300),
+        max_lifetime: Duration::from_secs(20),
+    };
+
+    /// A stats page on a free loopback port with these limits.
+    async fn page(limits: ConnectionLimits) -> (SocketAddr, watch::Sender<bool>) {
+        let spec = NodeSpec {
+            endpoint: NodeEndpoint::parse("url", "http://node:8050").unwrap(),
+            maxconn: 1,
+            weight: 1,
+        };
+        let thresholds = HealthThresholds {
+            fall: 1,
+            rise: 1,
+            error_limit: 1,
+        };
+        let pool = Pool::new(vec![spec], thresholds, Box::new(LeastConn::new()));
+        let source = ReportSource::new(pool, Arc::new(RequestTotals::default()));
+        let config = StatsOptions {
+            host: "127.0.0.1".into(),
+            port: 0,
+            user: "u".into(),
+            password: Some("p".into()),
+        }
+        .validate()
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(listener, config, source, stopped, limits));
+        (addr, stop)
+    }
+
+    /// Reads until the server closes the connection; what it said.
+    async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return seen,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    const GET: &[u8] = b"GET /stats.json HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\n\r\n";
+
+    #[tokio::test]
+    async fn half_open_clients_are_cut_off_and_never_starve_the_page() {
+        let (addr, _stop) = page(LIMITS).await;
+        // Five times the connection cap, each with half a request head.
+        let mut half_open = Vec::new();
+        for _ in 0..(LIMITS.max_connections * 5) {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            half_open.push(stream);
+        }
+        // A real client behind them still gets its answer: the cap frees
+        // as their heads time out. (The bound only keeps a bug from hanging
+        // the test; the event is the answer.)
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(GET).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(30), client.read(&mut buf))
+            .await
+            .expect("the page never answered")
+            .unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        // And every half-open client was closed by the server, not left open.
+        for mut stream in half_open {
+            let said = tokio::time::timeout(Duration::from_secs(30), until_closed(&mut stream))
+                .await
+                .expect("a half-open client was never closed");
+            assert!(!said.starts_with(b"HTTP/1.1 200"));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed() {
+        let (addr, _stop) = page(LIMITS).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(GET).await.unwrap();
+        let said = tokio::time::timeout(Duration::from_secs(30), until_closed(&mut client))
+            .await
+            .expect("an idle keep-alive connection stayed open");
+        assert!(
+            said.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&said)
+        );
     }
 }
