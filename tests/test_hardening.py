@@ -1,0 +1,85 @@
+"""Failure paths under abuse, with real crawls: a stats page flooded with
+half-open clients in a process short of file descriptors."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from tests.crawl_helpers import run_crawl
+from tests.test_scrapy import assert_clean, errors, pages, settings_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HalfOpenFlood:
+    """Opens `count` connections to a port as soon as it listens, each
+    sending half a request head, and holds them open."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port, self.count = port, count
+        self.sockets: list[socket.socket] = []
+        self.done_at: float | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 60
+        while len(self.sockets) < self.count and time.monotonic() < deadline:
+            s = socket.socket()
+            s.settimeout(2)
+            try:
+                s.connect(("127.0.0.1", self.port))
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            except OSError:
+                s.close()
+                time.sleep(0.01)  # not listening yet
+                continue
+            self.sockets.append(s)
+        self.done_at = time.monotonic()
+
+    def close(self) -> None:
+        self._thread.join(timeout=60)
+        for s in self.sockets:
+            s.close()
+
+
+def test_a_flooded_stats_page_costs_the_crawl_nothing(splash_nodes):
+    nodes = splash_nodes(3, latency=0.2)
+    port = free_port()
+    # The cap (32) plus the listen backlog (128) connect at once; the rest
+    # would wait for the cap to free.
+    flood = HalfOpenFlood(port, 160)
+    flood.start()
+    try:
+        result = run_crawl(
+            settings_for(
+                nodes,
+                SPLASH_CLUSTER_STATS_PORT=port,
+                SPLASH_CLUSTER_STATS_PASSWORD="pw",
+                SPLASH_CLUSTER_MAXCONN=2,
+                CONCURRENT_REQUESTS=6,
+            ),
+            pages(120),
+            # Fewer descriptors than the flood has connections: before the
+            # cap, accepting them all left none for the nodes' connections.
+            max_open_files=150,
+        )
+        ended = time.monotonic()
+    finally:
+        flood.close()
+    assert flood.done_at is not None and flood.done_at < ended, "the flood came too late"
+    assert len(flood.sockets) == 160
+    assert_clean(result)
+    assert not errors(result), errors(result)[:3]
+    assert sorted(i["index"] for i in result.items) == list(range(120))
+    for node in nodes:
+        assert result.stats.get(f"splash_cluster/nodes/127.0.0.1:{node.port}/downs", 0) == 0
+    assert "is DOWN" not in result.log
