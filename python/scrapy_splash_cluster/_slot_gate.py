@@ -55,8 +55,12 @@ class SlotGate:
                 await waiter  # the releaser counted us in already
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
+                    # Handed our place in the instant we were cancelled:
+                    # pass it on.
                     self._release(key, gate)
-                else:
+                elif waiter in gate.waiters:
+                    # A releaser may have taken our cancelled waiter out
+                    # already, passing over it.
                     gate.waiters.remove(waiter)
                 raise
         else:
