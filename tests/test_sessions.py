@@ -3,6 +3,8 @@ against mock nodes that implement save_args / load_args / 498 per node."""
 
 from __future__ import annotations
 
+import threading
+import time
 from http.cookiejar import CookieJar
 from typing import Any
 
@@ -100,6 +102,36 @@ def test_session_cookies_carry_across_nodes(splash_nodes, login_site):
     assert login["node"] != account["node"], "the session must survive a change of node"
 
 
+def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def statuses(node) -> list[Any]:
+    return [entry["status"] for entry in node.stats()["log"]]
+
+
+def restart_holder_mid_crawl(nodes, before_restart: list[int]) -> None:
+    """Restarts nodes[1] once it holds the saved script, and makes sure a
+    request by key reaches it afterwards: the other nodes render slowly
+    until the restarted one has answered a 498, so the crawl cannot end
+    before the event the test is about."""
+    holder, others = nodes[1], (nodes[0], nodes[2])
+    wait_for(lambda: statuses(holder).count(200) >= 10, "renders on the holder")
+    for node in others:
+        node.set_fault("latency", latency=0.4)
+    before_restart.append(holder.stats()["bytes_received"])
+    holder.restart()
+    try:
+        wait_for(lambda: 498 in statuses(holder), "a request by key on the restarted node")
+    finally:
+        for node in others:
+            node.set_fault("none")
+
+
 def test_cache_args_on_a_cluster_with_a_restart(splash_nodes):
     nodes = splash_nodes(3, latency=0.05)
     count = 300
@@ -113,16 +145,12 @@ def test_cache_args_on_a_cluster_with_a_restart(splash_nodes):
         for i in range(count)
     ]
     before_restart: list[int] = []
-
-    def restart() -> None:
-        before_restart.append(nodes[1].stats()["bytes_received"])
-        nodes[1].restart()
-
-    result = run_crawl(
-        settings_for(nodes, CONCURRENT_REQUESTS=6),
-        pages,
-        during=[(1.2, restart)],
-    )
+    controller = threading.Thread(target=restart_holder_mid_crawl, args=(nodes, before_restart))
+    controller.start()
+    try:
+        result = run_crawl(settings_for(nodes, CONCURRENT_REQUESTS=6), pages)
+    finally:
+        controller.join(timeout=60)
     assert_clean(result)
     assert not errors(result)
     assert len(result.items) == count
