@@ -15,9 +15,11 @@ import pytest
 from scrapy_splash_cluster import (
     AllAttemptsFailed,
     ClusterClosed,
+    ClusterError,
     ClusterTimeout,
     NodeConfig,
     NoNodeAvailable,
+    PoisonedRequest,
     ResponseTooLarge,
     SplashCluster,
 )
@@ -187,14 +189,31 @@ async def test_504_everywhere_ends_as_504_after_the_retries(splash_nodes, make_c
 async def test_all_attempts_failed_lists_every_attempt(splash_nodes, make_cluster):
     nodes = splash_nodes(2)
     for node in nodes:
-        node.set_fault("die")
+        node.set_fault("invalid-http")
     cluster = make_cluster([n.url for n in nodes], retries=2, error_limit=100)
     with pytest.raises(AllAttemptsFailed) as caught:
         await cluster.request("GET", render())
     attempts = caught.value.attempts
     assert [n for n, _, _ in attempts] == [nodes[0].url, nodes[1].url, nodes[0].url]
-    assert {o for _, o, _ in attempts} == {"connection closed before a whole response"}
+    assert {o for _, o, _ in attempts} == {"invalid HTTP response"}
     assert "all 3 attempts failed" in str(caught.value)
+
+
+async def test_a_request_two_nodes_died_under_is_poisoned(splash_nodes, make_cluster):
+    nodes = splash_nodes(3)
+    for node in nodes[:2]:
+        node.set_fault("die")
+    cluster = make_cluster([n.url for n in nodes], error_limit=100)
+    with pytest.raises(PoisonedRequest) as caught:
+        await cluster.request("GET", render())
+    attempts = caught.value.attempts
+    assert [n for n, _, _ in attempts] == [nodes[0].url, nodes[1].url]
+    assert not nodes[2].stats()["log"], "a third node was risked"
+    assert f"({nodes[0].url}, {nodes[1].url})" in str(caught.value)
+    assert isinstance(caught.value, ClusterError)
+    # With a higher limit the third node gets its chance.
+    roomier = make_cluster([n.url for n in nodes], error_limit=100, poison_limit=3)
+    assert (await roomier.request("GET", render())).node == nodes[2].url
 
 
 async def test_error_limit_failures_take_a_node_down(splash_nodes, make_cluster):

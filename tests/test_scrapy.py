@@ -314,7 +314,7 @@ def test_errback_gets_one_typed_error_when_every_node_is_gone(splash_nodes):
 def test_errback_gets_all_attempts_failed(splash_nodes):
     nodes = splash_nodes(2)
     for node in nodes:
-        node.set_fault("die")
+        node.set_fault("invalid-http")
     result = run_crawl(
         settings_for(nodes, RETRY_ENABLED=False, SPLASH_CLUSTER_ERROR_LIMIT=100), pages(1)
     )
@@ -324,7 +324,24 @@ def test_errback_gets_all_attempts_failed(splash_nodes):
     assert len(err["attempts"]) == 4
     assert "all 4 attempts failed" in err["message"]
     # The attempts are logged once, in the error, not as a traceback each.
-    assert result.log.count("connection closed before a whole response") <= 8
+    assert result.log.count("invalid HTTP response") <= 8
+
+
+def test_a_poisoned_request_is_not_retried_by_scrapy(splash_nodes):
+    nodes = splash_nodes(3)
+    for node in nodes[:2]:
+        node.set_fault("die")
+    # Scrapy's RetryMiddleware is on (RETRY_TIMES 2): it must not send the
+    # request round again to kill more nodes.
+    result = run_crawl(settings_for(nodes, SPLASH_CLUSTER_ERROR_LIMIT=100), pages(1))
+    (err,) = errors(result)
+    assert err["error"] == "SplashPoisonedRequest"
+    assert "DownloadFailedError" not in err["error_mro"]
+    assert len(err["attempts"]) == 2
+    assert result.stats["splash_cluster/requests"] == 1
+    assert result.stats["splash_cluster/poisoned"] == 1
+    assert not nodes[2].stats()["log"]
+    assert result.log.count("Splash request for http://example.com/page/0 not sent to another") == 1
 
 
 def test_render_timeout_raises_download_timeout(splash_nodes):

@@ -1,6 +1,6 @@
 //! `SplashCluster`, the asyncio face of the core cluster.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
@@ -10,10 +10,12 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 use crate::core::cluster::{Cluster, ClusterResponse};
 use crate::core::config::StatsOptions;
 use crate::core::config::{ClusterOptions, ConfigError};
+use crate::core::error::ClusterError as CoreError;
 use crate::core::http::HttpTransport;
 use crate::core::selection::LeastConn;
 use crate::core::transport::{NodeRequest, SavedArgs};
 
+use super::completion::{Inbox, IntoPyResult};
 use super::config::{node_options, non_negative_int, positive_int, seconds, value_error};
 use super::errors::to_py_err;
 use super::logging::refresh_log_levels;
@@ -76,6 +78,57 @@ impl Response {
 #[pyclass(frozen, module = "scrapy_splash_cluster._core")]
 pub struct SplashCluster {
     cluster: Arc<Cluster<HttpTransport>>,
+    /// Where results reach the loop that awaits them (made on first use).
+    inbox: Mutex<Option<Py<Inbox>>>,
+}
+
+/// A request's end, with what its per-attempt log lines need.
+struct Finished {
+    method: String,
+    path: String,
+    result: Result<ClusterResponse, CoreError>,
+}
+
+impl IntoPyResult for Finished {
+    fn into_py_result(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        log_attempts(py, &self.method, &self.path, &self.result)?;
+        match self.result {
+            Ok(inner) => Ok(Py::new(py, Response { inner })?.into_any()),
+            Err(error) => Err(to_py_err(py, error)),
+        }
+    }
+}
+
+/// One DEBUG line per attempt, written on the loop thread: Scrapy logs at
+/// DEBUG by default, and a line logged from a tokio thread would take the
+/// GIL there for every attempt.
+fn log_attempts(
+    py: Python<'_>,
+    method: &str,
+    path: &str,
+    result: &Result<ClusterResponse, CoreError>,
+) -> PyResult<()> {
+    let logger = py
+        .import("logging")?
+        .call_method1("getLogger", ("scrapy_splash_cluster.request",))?;
+    if !logger.call_method1("isEnabledFor", (10,))?.is_truthy()? {
+        return Ok(());
+    }
+    let attempts = match result {
+        Ok(response) => &response.attempts[..],
+        Err(error) => error.attempts(),
+    };
+    for (i, attempt) in attempts.iter().enumerate() {
+        let line = format!(
+            "{method} {path} on {}: {} in {:.3}s (attempt {})",
+            attempt.node,
+            attempt.outcome,
+            attempt.elapsed.as_secs_f64(),
+            i + 1
+        );
+        logger.call_method1("debug", (line,))?;
+    }
+    Ok(())
 }
 
 fn header_value(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
@@ -118,6 +171,36 @@ fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
         .call_method0("create_future")?;
     future.call_method1("set_result", (value,))?;
     Ok(future)
+}
+
+impl SplashCluster {
+    /// The inbox of the running loop: made on the first request, made anew
+    /// if the cluster is used from another loop.
+    fn inbox(&self, py: Python<'_>) -> PyResult<Py<Inbox>> {
+        let mut slot = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(inbox) = slot.as_ref() {
+            if inbox.get().serves_running_loop(py) {
+                return Ok(inbox.clone_ref(py));
+            }
+            inbox.get().detach_from_loop(py);
+        }
+        let inbox = Inbox::for_running_loop(py)?;
+        *slot = Some(inbox.clone_ref(py));
+        Ok(inbox)
+    }
+
+    fn drain_inbox(&self, py: Python<'_>) -> PyResult<()> {
+        let inbox = self
+            .inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|inbox| inbox.clone_ref(py));
+        match inbox {
+            Some(inbox) => inbox.get().drain(py),
+            None => Ok(()),
+        }
+    }
 }
 
 #[pymethods]
@@ -218,6 +301,7 @@ impl SplashCluster {
         })?;
         Ok(Self {
             cluster: Arc::new(cluster),
+            inbox: Mutex::new(None),
         })
     }
 
@@ -264,10 +348,14 @@ impl SplashCluster {
         };
         request.validate().map_err(PyValueError::new_err)?;
         let cluster = Arc::clone(&self.cluster);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            match cluster.request(request, timeout).await {
-                Ok(inner) => Ok(Response { inner }),
-                Err(error) => Err(Python::attach(|py| to_py_err(py, error))),
+        let inbox = self.inbox(py)?;
+        let method = request.method.clone();
+        let path = request.path_for_log().to_owned();
+        Inbox::spawn(inbox.bind(py), async move {
+            Finished {
+                method,
+                path,
+                result: cluster.request(request, timeout).await,
             }
         })
     }
@@ -311,6 +399,10 @@ impl SplashCluster {
     #[pyo3(signature = (abort=false))]
     fn close<'py>(&self, py: Python<'py>, abort: bool) -> PyResult<Bound<'py, PyAny>> {
         let probes = self.cluster.close(abort);
+        if abort {
+            // The requests failed by the abort still reach their futures.
+            self.drain_inbox(py)?;
+        }
         py.detach(|| {
             pyo3_async_runtimes::tokio::get_runtime().block_on(async move {
                 for probe in probes {

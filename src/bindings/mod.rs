@@ -2,8 +2,10 @@
 //! nothing else. Each file registers what it defines.
 
 mod cluster;
+mod completion;
 mod config;
 mod errors;
+mod interpreter;
 mod logging;
 mod snapshot;
 
@@ -17,5 +19,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::NodeConfig>()?;
     m.add_class::<snapshot::NodeSnapshot>()?;
     errors::register(m)?;
+    interpreter::register(m)?;
     Ok(())
 }
