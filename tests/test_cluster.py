@@ -441,3 +441,31 @@ async def test_bad_requests_fail_before_any_node(splash_nodes, make_cluster):
     with pytest.raises(ValueError, match="invalid timeout"):
         await cluster.request("GET", "/render.html", timeout=0)
     assert a.stats()["requests"] == 0
+
+
+async def test_bursts_of_answers_all_reach_their_futures(splash_nodes, make_cluster):
+    # Answers cross from the core's threads to the loop through one wake-up
+    # socket; a wake-up lost in a burst would leave futures pending forever.
+    # A busy loop (as a spider's callbacks make it) widens every race.
+    nodes = splash_nodes(3, latency=0, slots=32)
+    cluster = make_cluster([n.url for n in nodes], maxconn=32)
+    stop = asyncio.Event()
+
+    async def keep_the_loop_busy() -> None:
+        while not stop.is_set():
+            end = time.process_time() + 0.001
+            while time.process_time() < end:
+                pass
+            await asyncio.sleep(0)
+
+    busy = asyncio.create_task(keep_the_loop_busy())
+    try:
+        for _ in range(60):
+            async with asyncio.timeout(30):
+                answers = await asyncio.gather(
+                    *(cluster.request("GET", render()) for _ in range(96))
+                )
+            assert [a.status for a in answers] == [200] * 96
+    finally:
+        stop.set()
+        await busy

@@ -54,7 +54,7 @@ impl Shared {
     fn deliver(&self, id: u64, result: Finished) {
         lock(&self.tasks).remove(&id);
         lock(&self.done).push((id, result));
-        if !self.woken.swap(true, Ordering::AcqRel) {
+        if !self.woken.swap(true, Ordering::SeqCst) {
             // A full socket buffer means a wake-up is pending already.
             let _ = (&self.wake).write(&[1]);
         }
@@ -76,7 +76,12 @@ pub struct Inbox {
 impl Inbox {
     /// The loop's reader callback: completes every future whose result came.
     pub fn drain(&self, py: Python<'_>) -> PyResult<()> {
-        self.shared.woken.store(false, Ordering::Release);
+        // The order matters: wake-up bytes are read first, then the flag is
+        // lowered, then the results are taken. A result delivered after the
+        // flag went down writes a byte this drain has not read, so another
+        // drain follows; one delivered before is in what this drain takes.
+        // (Lowering the flag first lost every later result for good when a
+        // byte written for a raised flag was read here.)
         let mut buf = [0u8; 256];
         loop {
             match (&self.readable).read(&mut buf) {
@@ -86,22 +91,18 @@ impl Inbox {
                 Err(_) => break, // WouldBlock: drained
             }
         }
+        self.shared.woken.store(false, Ordering::SeqCst);
         let done = std::mem::take(&mut *lock(&self.shared.done));
         let pending = self.pending.bind(py);
+        // Every result is handed over even if one fails: a future left
+        // pending would hang its request for good.
+        let mut first_error = None;
         for (id, result) in done {
-            let Some(future) = pending.get_item(id)? else {
-                continue;
-            };
-            pending.del_item(id)?;
-            if future.call_method0("done")?.is_truthy()? {
-                continue; // cancelled meanwhile
+            if let Err(error) = complete(pending, id, result) {
+                first_error.get_or_insert(error);
             }
-            match result(py) {
-                Ok(value) => future.call_method1("set_result", (value,))?,
-                Err(error) => future.call_method1("set_exception", (error.value(py),))?,
-            };
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The future's done callback: a cancelled future aborts its task.
@@ -114,6 +115,23 @@ impl Inbox {
         }
         Ok(())
     }
+}
+
+/// Sets one future's result, unless it was cancelled meanwhile.
+fn complete(pending: &Bound<'_, PyDict>, id: u64, result: Finished) -> PyResult<()> {
+    let py = pending.py();
+    let Some(future) = pending.get_item(id)? else {
+        return Ok(());
+    };
+    pending.del_item(id)?;
+    if future.call_method0("done")?.is_truthy()? {
+        return Ok(());
+    }
+    match result(py) {
+        Ok(value) => future.call_method1("set_result", (value,))?,
+        Err(error) => future.call_method1("set_exception", (error.value(py),))?,
+    };
+    Ok(())
 }
 
 impl Inbox {
