@@ -53,7 +53,7 @@ test-e2e: install splash-install
 dist: setup
 	rm -rf dist
 	$(VENV)/bin/maturin sdist --out dist
-	cargo clean --release -p scrapy-splash-cluster
+	cargo clean --release -p scrapy-splash-cluster --target-dir $(CURDIR)/target
 	CARGO_TARGET_DIR=$(CURDIR)/target MATURIN_PEP517_ARGS="--compatibility pypi" \
 	  $(PY) -m pip wheel -q --no-build-isolation --no-deps --no-cache-dir -w dist dist/*.tar.gz
 	@ls -l dist

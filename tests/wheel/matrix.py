@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def main() -> int:
 
     wheel, sdist = dist_files()
     print(f"wheel: {wheel.name} ({wheel.stat().st_size} bytes)\nsdist: {sdist.name}")
+    check_wheel_claims(wheel)
     versions = options.python or [*CLAIMED, *newer_pyenv_versions()]
     legs = [Leg(python=v) for v in versions]
     legs[0].floors = versions[0] == CLAIMED[0]
@@ -114,6 +116,24 @@ def dist_files() -> tuple[Path, Path]:
             f"dist/ should hold one wheel and one sdist, found {wheels + sdists}: run `make dist`"
         )
     return wheels[0], sdists[0]
+
+
+def check_wheel_claims(wheel: Path) -> None:
+    """The wheel's tags claim what pyproject does: the stable ABI from the
+    oldest Python that requires-python allows, and that Python is CLAIMED[0]."""
+    with zipfile.ZipFile(wheel) as archive:
+        info = "-".join(wheel.name.split("-")[:2]) + ".dist-info"
+        tags = re.findall(r"^Tag: (.+)$", archive.read(f"{info}/WHEEL").decode(), re.M)
+        requires = re.search(
+            r"^Requires-Python: >=(\d+)\.(\d+)$", archive.read(f"{info}/METADATA").decode(), re.M
+        )
+    floor = f"cp{requires[1]}{requires[2]}" if requires else None
+    if floor != "cp" + CLAIMED[0].replace(".", ""):
+        sys.exit(f"Requires-Python does not start at {CLAIMED[0]}: {requires}")
+    wrong = [t for t in tags if not t.startswith(f"{floor}-abi3-manylinux_")]
+    if not tags or wrong:
+        sys.exit(f"the wheel's tags {tags} do not claim {floor}-abi3-manylinux_*")
+    print("tags:", ", ".join(tags), "| Requires-Python: >=" + CLAIMED[0])
 
 
 def run_leg(leg: Leg, interpreter: Path, wheel: Path) -> None:
