@@ -75,4 +75,13 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'scrapy_splash_cluster' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as error:
+        if error.name != "scrapy":
+            raise
+        raise ModuleNotFoundError(
+            f"scrapy_splash_cluster.{name} needs Scrapy, which is not installed: "
+            "pip install 'scrapy>=2.19' (the asyncio API, SplashCluster, works without it)",
+            name="scrapy",
+        ) from error
