@@ -119,3 +119,36 @@ def test_exiting_with_requests_in_flight_never_hangs_or_aborts(splash_nodes):
         )
         outcomes.append((proc.returncode, proc.stderr[-500:]))
     assert all(code == 0 for code, _ in outcomes), [o for o in outcomes if o[0] != 0]
+
+
+def test_a_page_that_kills_nodes_takes_down_two_and_no_victim(splash_nodes):
+    # Four nodes under a supervisor (each crash: back 0.3 s later); one page
+    # of 80 crashes whichever node renders it. Before the poison limit it
+    # took down 10 nodes (4 attempts, then RetryMiddleware twice more).
+    nodes = splash_nodes(4, latency=0.1)
+    for node in nodes:
+        node.set_fault("crash", url="/poison", downtime=0.3)
+    crawl = pages(80)
+    crawl[20] = {"url": "http://example.com/poison"}
+    result = run_crawl(
+        settings_for(nodes, CONCURRENT_REQUESTS=8, SPLASH_CLUSTER_ERROR_LIMIT=100),
+        crawl,
+    )
+    assert_clean(result)
+    (poisoned,) = errors(result)
+    assert poisoned["index"] == 20
+    assert poisoned["error"] == "SplashPoisonedRequest"
+    crashes = [
+        entry
+        for node in nodes
+        for entry in node.stats()["log"]
+        if "/poison" in (entry.get("url") or "")
+    ]
+    assert [e["status"] for e in crashes] == ["crash", "crash"], crashes
+    # Every other page was rendered, the victims of both crashes included.
+    answered = {i["index"] for i in result.items if i.get("status") == 200}
+    assert answered == set(range(80)) - {20}
+    victims = [i for i in result.items if len(i.get("attempts", [])) > 1 and i["index"] != 20]
+    assert victims, "the crashes should have cut renders in flight"
+    assert result.stats["splash_cluster/poisoned"] == 1
+    assert result.log.count("Splash request for http://example.com/poison not sent") == 1

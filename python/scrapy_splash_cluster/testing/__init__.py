@@ -60,6 +60,11 @@ Fault modes (:data:`FAULT_MODES`):
 * ``refuse``: the render port stops listening (ECONNREFUSED) and its
   connections close; ``restart`` (param ``downtime``, default 0.5 s): the same,
   then it listens again and the fault is back to ``none``.
+* ``crash`` (params ``url``, ``downtime``): a page that kills the node. A
+  render whose page URL holds ``url`` takes its render time, then the node
+  cuts every render in flight and its port listens again after ``downtime``
+  (default 0.5 s), as under a supervisor; the fault stays, so the page kills
+  every node that renders it (a query of death).
 
 Render faults leave ``/_ping`` answering (a live process with a broken render
 pool), unless the mode is ``hang``, ``refuse`` or ``restart``, or the fault has

@@ -135,6 +135,11 @@ FAULT_MODES: dict[str, str] = {
     "invalid-http": "renders get garbage bytes instead of HTTP, then a close",
     "truncate": "renders get headers with Content-Length 10000, part of the body, a close",
     "restart": "close everything, listen again after `downtime` seconds (default 0.5)",
+    "crash": (
+        "a render of a page whose url holds `url` (param) crashes the node after its render "
+        "time: every render in flight is cut, the port listens again after `downtime` seconds "
+        "(default 0.5), as under a supervisor; the fault stays"
+    ),
 }
 
 # Faults applied when a render request arrives, before its arguments are read.
@@ -150,6 +155,7 @@ _RENDER_FAULTS = frozenset(
         "internal-error-502",
         "proxy-502",
         "truncate",
+        "crash",
     }
 )
 
@@ -878,6 +884,15 @@ class MockSplashServer:
                 await self._open_render_port()
         return self.fault_info()
 
+    def _crash(self, downtime: float) -> None:
+        """Die as a crashing Splash does, and come back as its supervisor
+        restarts it: every connection closed, listening again after
+        ``downtime``."""
+        self._close_render_port("crash")
+        if self._reopen_task is not None:
+            self._reopen_task.cancel()
+        self._reopen_task = self._spawn(self._reopen_after(downtime))
+
     async def _reopen_after(self, downtime: float) -> None:
         await asyncio.sleep(downtime)
         try:
@@ -896,12 +911,17 @@ class MockSplashServer:
             "params": dict(self._fault_params),
         }
 
-    def _take_fault(self, kinds: frozenset[str]) -> tuple[str, dict[str, Any]] | None:
-        """The fault for this render request if it is of ``kinds``; counts it down."""
+    def _take_fault(
+        self, kinds: frozenset[str], url: str | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The fault for this render request if it is of ``kinds``; counts it down.
+        A ``crash`` is only for the pages it names."""
         mode = self._fault
         if mode not in kinds:
             return None
         params = self._fault_params
+        if mode == "crash" and str(params.get("url", "")) not in (url or ""):
+            return None
         if self._fault_left is not None:
             self._fault_left -= 1
             if self._fault_left <= 0:
@@ -1097,7 +1117,7 @@ class MockSplashServer:
                 _error(400, "ScriptError", "Error happened while executing Lua script", exc.info),
             )
 
-        taken = self._take_fault(_RENDER_FAULTS)
+        taken = self._take_fault(_RENDER_FAULTS, job.url)
         latency = self.latency
         if taken is not None:
             job.fault, job.fault_params = taken
@@ -1148,6 +1168,12 @@ class MockSplashServer:
                 raise
             response = _global_timeout(job.timeout)
         else:
+            if job.fault == "crash":
+                # The page takes the whole process down with it: this
+                # render and every other one in flight end unanswered.
+                self._crash(float(job.fault_params.get("downtime", 0.5)))
+                self._end_unanswered(job)
+                raise asyncio.CancelledError
             response = self._result(job)
         finally:
             if job.timer is not None:
