@@ -23,9 +23,9 @@ from scrapy_splash_cluster._core import (
     NoNodeAvailable,
     Response,
     ResponseTooLarge,
-    SplashCluster,
     __version__,
 )
+from scrapy_splash_cluster._cluster import SplashCluster
 
 __all__ = [
     "AllAttemptsFailed",

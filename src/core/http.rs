@@ -48,7 +48,11 @@ impl HttpTransport {
                 .map_err(|_| TransportError::Other(format!("invalid value for header {name}")))?;
             headers.append(name, value);
         }
-        if let Some(auth) = node.authorization() {
+        if let Some(value) = headers.get_mut(AUTHORIZATION) {
+            // The request's own credentials (scrapy-splash's `splash_headers`)
+            // win over the node's configured ones, as explicit beats configured.
+            value.set_sensitive(true);
+        } else if let Some(auth) = node.authorization() {
             let mut value = HeaderValue::from_str(auth)
                 .map_err(|_| TransportError::Other("invalid node credentials".to_owned()))?;
             value.set_sensitive(true);
@@ -187,4 +191,41 @@ fn error_chain(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> NodeRequest {
+        NodeRequest {
+            method: "POST".to_owned(),
+            path: "/render.html".to_owned(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+            body: Bytes::new(),
+            max_body: None,
+            saved_args: None,
+        }
+    }
+
+    #[test]
+    fn the_node_credentials_go_when_the_request_has_none() {
+        let node = NodeEndpoint::parse("url", "http://user:pass@node-1:8050").unwrap();
+        let headers = HttpTransport::headers(&node, &request(&[])).unwrap();
+        assert_eq!(headers[AUTHORIZATION], "Basic dXNlcjpwYXNz");
+        assert!(headers[AUTHORIZATION].is_sensitive());
+    }
+
+    #[test]
+    fn a_request_authorization_wins_over_the_node_credentials() {
+        let node = NodeEndpoint::parse("url", "http://user:pass@node-1:8050").unwrap();
+        let own = request(&[("authorization", "Basic b3duOm93bg==")]);
+        let headers = HttpTransport::headers(&node, &own).unwrap();
+        assert_eq!(headers.get_all(AUTHORIZATION).iter().count(), 1);
+        assert_eq!(headers[AUTHORIZATION], "Basic b3duOm93bg==");
+        assert!(headers[AUTHORIZATION].is_sensitive());
+    }
 }
