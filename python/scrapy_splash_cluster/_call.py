@@ -107,10 +107,12 @@ def _body_text(request: Request) -> str:
         ) from None
 
 
-def build_call(request: Request) -> SplashCall:
+def build_call(request: Request, *, with_proxy: bool = True) -> SplashCall:
     """The node call for a Splash request, as scrapy-splash built it: the
     Splash arguments from ``meta["splash"]["args"]``, with the page's URL,
-    method, body and headers filled in from the request where not given."""
+    method, body, headers and proxy filled in from the request where not
+    given. ``with_proxy=False`` leaves the proxy out: before
+    HttpProxyMiddleware has run, the request's proxy is not known yet."""
     options = splash_options(request)
     endpoint = str(options.get("endpoint") or "render.html").strip("/")
     if endpoint not in ENDPOINTS:
@@ -142,7 +144,7 @@ def build_call(request: Request) -> SplashCall:
     # Splash 3.5's chromium engine answers 400 "headers is not implemented"
     # to any headers argument: the request's own are not sent to it.
     chromium = args.get("engine") == "chromium"
-    if "proxy" not in args:
+    if with_proxy and "proxy" not in args:
         try:
             proxy = splash_proxy(request, args.get("engine"))
         except ProxyError as error:

@@ -38,7 +38,7 @@ class PagesSpider(scrapy.Spider):
             "meta": page.get("meta", {}),
         }
         if kind == "plain":
-            return scrapy.Request(page["url"], **common)
+            return scrapy.Request(page["url"], headers=page.get("headers"), **common)
         if kind == "form":
             return SplashFormRequest(
                 page["url"],
@@ -63,6 +63,8 @@ class PagesSpider(scrapy.Spider):
             magic_response=page.get("magic_response", True),
             dont_process_response=page.get("dont_process_response", False),
             cache_args=page.get("cache_args"),
+            splash_headers=page.get("splash_headers"),
+            headers=page.get("headers"),
             **common,
         )
 
@@ -79,6 +81,9 @@ class PagesSpider(scrapy.Spider):
             "node": response.meta.get("splash_cluster", {}).get("node"),
             "attempts": response.meta.get("splash_cluster", {}).get("attempts"),
             "body_size": len(response.body),
+            # Everything the spider can see of the request, for the tests
+            # that no credential reaches it.
+            "meta_repr": repr(response.meta),
         }
         if isinstance(response, SplashTextResponse | SplashResponse):
             item["real_url"] = response.real_url
@@ -102,4 +107,5 @@ class PagesSpider(scrapy.Spider):
             "error_mro": [c.__name__ for c in type(error).__mro__],
             "message": str(error),
             "attempts": getattr(error, "attempts", None),
+            "meta_repr": repr(failure.request.meta),
         }
