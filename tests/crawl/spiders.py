@@ -35,6 +35,7 @@ class PagesSpider(scrapy.Spider):
             "errback": self.failed,
             "cb_kwargs": {"index": index, "then": page.get("then")},
             "dont_filter": page.get("dont_filter", True),
+            "priority": page.get("priority", 0),
             "meta": page.get("meta", {}),
         }
         if kind == "plain":
