@@ -40,9 +40,7 @@ def _state(jobdir: Path) -> dict[str, Any]:
         return pickle.load(f)
 
 
-def test_a_paused_crawl_resumes_with_its_arguments_and_sessions(
-    splash_nodes, login_site, tmp_path
-):
+def test_a_paused_crawl_resumes_with_its_arguments_and_sessions(splash_nodes, login_site, tmp_path):
     nodes = splash_nodes(2, render_mode="fetch")
     jobdir = tmp_path / "job"
     settings = settings_for(nodes, JOBDIR=str(jobdir), CONCURRENT_REQUESTS=1)

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 __all__ = [
     "AllAttemptsFailed",
@@ -98,6 +98,7 @@ class Response:
     @property
     def attempts(self) -> list[_Attempt]: ...
 
+@disjoint_base
 class SplashCluster:
     """A cluster of Splash nodes behind one least-conn balancer with health
     probes, an admission queue and retries with redispatch."""

@@ -38,7 +38,13 @@ from scrapy.http import Response
 from scrapy_splash_cluster._call import SESSION_COOKIES_KEY, is_splash_request
 from scrapy_splash_cluster.response import SplashJsonResponse
 
-__all__ = ["JARS_STATE_KEY", "SessionJar", "SplashCookiesMiddleware", "cookie_to_har", "har_to_cookie"]
+__all__ = [
+    "JARS_STATE_KEY",
+    "SessionJar",
+    "SplashCookiesMiddleware",
+    "cookie_to_har",
+    "har_to_cookie",
+]
 
 logger = logging.getLogger(__name__)
 

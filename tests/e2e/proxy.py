@@ -59,7 +59,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _relay(self) -> None:
         authorized = self.headers.get("Proxy-Authorization") == self.server.expected
-        seen = ProxiedRequest(self.path, authorized, {k.lower(): v for k, v in self.headers.items()})
+        seen = ProxiedRequest(
+            self.path, authorized, {k.lower(): v for k, v in self.headers.items()}
+        )
         self.server.seen.append(seen)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None

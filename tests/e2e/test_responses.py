@@ -93,7 +93,7 @@ def test_magic_response_headers_are_the_scripts(
     (item,) = result.items
     assert item["headers"]["content-type"] == "text/html"  # no charset added
     assert item["headers"]["x-script"] == "given"
-    assert "<p id=\"len\">" in item["text"]
+    assert '<p id="len">' in item["text"]
 
 
 def test_a_session_with_a_64kb_cookie_still_renders(
