@@ -3,10 +3,12 @@ it was asked (path and headers), for tests about what reaches a website."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
-import threading
 from dataclasses import dataclass
 from typing import Any
+
+from tests.local_server import base_url, serving
 
 __all__ = ["RecordingSite"]
 
@@ -46,19 +48,18 @@ class RecordingSite:
     def __init__(self) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.seen = []
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._running = contextlib.ExitStack()
 
     def __enter__(self) -> RecordingSite:
-        self._thread.start()
+        self._running.enter_context(serving(self._server))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._running.close()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return base_url(self._server)
 
     @property
     def seen(self) -> list[SeenRequest]:

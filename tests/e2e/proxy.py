@@ -11,11 +11,13 @@ need. Stdlib only, in a daemon thread.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
-import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+from tests.local_server import serving
 
 __all__ = ["AuthProxy"]
 
@@ -119,8 +121,8 @@ class AuthProxy:
         self.user = user
         self.password = password
         self._server = _Server(f"Basic {token}")
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._running = contextlib.ExitStack()
+        self._running.enter_context(serving(self._server))
 
     @property
     def port(self) -> int:
@@ -143,5 +145,4 @@ class AuthProxy:
         return [r for r in self._server.seen if r.authorized and r.url == url]
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._running.close()

@@ -6,7 +6,6 @@ and chromium whatever Accept-Encoding Scrapy put on the request."""
 from __future__ import annotations
 
 import gzip
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,6 +17,7 @@ from scripts.splash import RealSplashNode
 from tests.crawl_helpers import run_crawl
 from tests.e2e.helpers import assert_clean, errors, settings_for
 from tests.e2e.proxy import AuthProxy
+from tests.local_server import base_url, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -77,12 +77,8 @@ class _Server(ThreadingHTTPServer):
 def compressing_site() -> Iterator[_Server]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.seen = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
@@ -94,14 +90,10 @@ def proxy() -> Iterator[AuthProxy]:
         server.stop()
 
 
-def _base(server: _Server) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}"
-
-
 def test_pages_are_fetched_through_the_requests_proxy_with_its_credentials(
     nodes: list[RealSplashNode], compressing_site: _Server, proxy: AuthProxy
 ) -> None:
-    base = _base(compressing_site)
+    base = base_url(compressing_site)
     pages = [
         {"url": f"{base}/plain/meta-{i}", "meta": {"proxy": proxy.url_with_credentials}}
         for i in range(4)
@@ -133,7 +125,7 @@ def test_pages_are_fetched_through_the_requests_proxy_with_its_credentials(
 def test_compressed_pages_render_with_scrapys_accept_encoding(
     nodes: list[RealSplashNode], compressing_site: _Server, engine: str, encoding: str
 ) -> None:
-    base = _base(compressing_site)
+    base = base_url(compressing_site)
     pages = [
         {"url": f"{base}/{encoding}/{engine}-{i}", "args": {"engine": engine}} for i in range(3)
     ]

@@ -4,7 +4,6 @@ cookie (it goes to Splash once, in the JSON body, and reaches the site once)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from scripts.splash import RealSplashNode
 from tests.crawl_helpers import run_crawl
 from tests.e2e.helpers import assert_clean, errors, settings_for
+from tests.local_server import base_url, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -69,12 +69,8 @@ class _Server(ThreadingHTTPServer):
 def cookie_site() -> Iterator[_Server]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.cookie_lengths = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _script(url: str, lua: str, then: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -87,7 +83,7 @@ def _script(url: str, lua: str, then: dict[str, Any] | None = None) -> dict[str,
 def test_magic_response_headers_are_the_scripts(
     nodes: list[RealSplashNode], cookie_site: _Server
 ) -> None:
-    base = f"http://127.0.0.1:{cookie_site.server_address[1]}"
+    base = base_url(cookie_site)
     result = run_crawl(settings_for(nodes), [_script(f"{base}/page", HEADERS_LUA)])
     assert_clean(result)
     (item,) = result.items
@@ -99,7 +95,7 @@ def test_magic_response_headers_are_the_scripts(
 def test_a_session_with_a_64kb_cookie_still_renders(
     nodes: list[RealSplashNode], cookie_site: _Server
 ) -> None:
-    base = f"http://127.0.0.1:{cookie_site.server_address[1]}"
+    base = base_url(cookie_site)
     then = _script(f"{base}/check", SESSION_LUA, _script(f"{base}/again", SESSION_LUA))
     result = run_crawl(settings_for(nodes), [_script(f"{base}/set", SESSION_LUA, then)])
     assert_clean(result)
