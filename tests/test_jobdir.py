@@ -67,3 +67,30 @@ def test_a_paused_crawl_resumes_with_its_arguments_and_sessions(splash_nodes, lo
     assert done["_splash_argument_values"] == {}
     assert done["_splash_argument_refs"] == {}
     assert [c.name for c in done["_splash_cookie_jars"]["default"]] == ["sid"]
+
+
+def test_retried_requests_keep_their_values_until_the_last_attempt(splash_nodes, tmp_path):
+    """Scrapy's RetryMiddleware sends the same request again: it refers to
+    its value until its last attempt, and then lets it go."""
+    (node,) = splash_nodes(1)
+    node.set_fault("504")
+    jobdir = tmp_path / "job"
+    pages = [
+        {
+            "url": f"http://example.com/retried/{i}",
+            "endpoint": "execute",
+            "args": {"lua_source": LUA_10KB},
+            "cache_args": ["lua_source"],
+        }
+        for i in range(3)
+    ]
+    settings = settings_for([node], JOBDIR=str(jobdir), SPLASH_CLUSTER_RETRIES=0, RETRY_TIMES=2)
+    result = run_crawl(settings, pages)
+    assert_clean(result)
+    assert not errors(result), errors(result)
+    assert sorted(item["status"] for item in result.items) == [504, 504, 504]
+    assert result.stats["retry/count"] == 6
+    assert node.stats()["requests"] == 9
+    done = _state(jobdir)
+    assert done["_splash_argument_values"] == {}
+    assert done["_splash_argument_refs"] == {}

@@ -65,9 +65,6 @@ class SessionJar(CookieJar):
         for cookie in state["cookies"]:
             self.set_cookie(cookie)
 
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
 
 def har_to_cookie(har: dict[str, Any]) -> Cookie:
     """A cookie in HAR form (as Splash sends and takes them) as a Cookie."""
