@@ -65,6 +65,8 @@ class PagesSpider(scrapy.Spider):
             dont_process_response=page.get("dont_process_response", False),
             cache_args=page.get("cache_args"),
             splash_headers=page.get("splash_headers"),
+            session_id=page.get("session_id", "default"),
+            cookies=page.get("cookies"),
             headers=page.get("headers"),
             **common,
         )
