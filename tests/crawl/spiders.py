@@ -59,7 +59,7 @@ class PagesSpider(scrapy.Spider):
             endpoint=page.get("endpoint", "render.html"),
             args=page.get("args"),
             method=page.get("method", "GET"),
-            body=page.get("body"),
+            body=self._body(page),
             slot_policy=page.get("slot_policy", "per_domain"),
             magic_response=page.get("magic_response", True),
             dont_process_response=page.get("dont_process_response", False),
@@ -70,6 +70,14 @@ class PagesSpider(scrapy.Spider):
             headers=page.get("headers"),
             **common,
         )
+
+    @staticmethod
+    def _body(page: dict[str, Any]) -> str | bytes | None:
+        """The body as given, or encoded as ``body_encoding`` says."""
+        body = page.get("body")
+        if body is not None and page.get("body_encoding"):
+            return body.encode(page["body_encoding"])
+        return body
 
     def parse_page(self, response: Response, index: int, then: dict[str, Any] | None = None):
         item: dict[str, Any] = {
