@@ -13,6 +13,7 @@ The asyncio API, without Scrapy::
         response = await cluster.request("GET", "/render.html?url=https://example.com")
 """
 
+from scrapy_splash_cluster._cluster import SplashCluster
 from scrapy_splash_cluster._core import (
     AllAttemptsFailed,
     ClusterClosed,
@@ -24,7 +25,6 @@ from scrapy_splash_cluster._core import (
     PoisonedRequest,
     Response,
     ResponseTooLarge,
-    SplashCluster,
     __version__,
 )
 

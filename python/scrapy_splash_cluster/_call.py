@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from scrapy import Request
 from scrapy.http.headers import Headers
 
+from scrapy_splash_cluster._proxy import SITE_EXCLUDED_HEADERS, ProxyError, splash_proxy
 from scrapy_splash_cluster.request import ENDPOINTS, SlotPolicy
 
 __all__ = [
+    "NODE_AUTHORIZATION",
     "SESSION_COOKIES_KEY",
     "SplashCall",
     "build_call",
@@ -27,6 +30,11 @@ __all__ = [
 
 # Where the session middleware puts a session's cookies for this request.
 SESSION_COOKIES_KEY = "_splash_session_cookies"
+
+# An Authorization for the node, by request, for the credentials of a spider's
+# http_user/http_pass (see httpauth.py). Beside the request, not in its meta:
+# meta reaches the spider with the response, credentials must not.
+NODE_AUTHORIZATION: WeakKeyDictionary[Request, bytes] = WeakKeyDictionary()
 
 
 class SplashRequestError(ValueError):
@@ -71,18 +79,40 @@ def splash_options(request: Request) -> dict[str, Any]:
     return options
 
 
-def _headers_to_dict(headers: Headers) -> dict[str, str]:
+def _site_headers(headers: Headers) -> dict[str, str]:
+    """The request's headers that are the page's, for Splash's ``headers``
+    argument: none of those that describe the crawler's own connection."""
+    excluded = set(SITE_EXCLUDED_HEADERS)
+    # A Connection header names more hop-by-hop headers (RFC 9110 7.6.1).
+    for value in headers.getlist(b"Connection"):
+        excluded.update(t.strip().lower() for t in value.decode("latin-1").split(","))
     return {
         name.decode("latin-1"): b",".join(values).decode("latin-1")
         for name, values in headers.items()
-        if values
+        if values and name.decode("latin-1").lower() not in excluded
     }
 
 
-def build_call(request: Request) -> SplashCall:
+def _body_text(request: Request) -> str:
+    """Splash's ``body`` argument is a string in a JSON document: a body that
+    is not UTF-8 cannot travel in it unchanged."""
+    try:
+        return request.body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SplashRequestError(
+            f"{request}: the request body is not UTF-8 (byte {error.start}); Splash's body "
+            "argument is text, so these bytes would reach the site changed. Encode the body "
+            "as UTF-8 (FormRequest(..., formdata=..., encoding='utf-8')), or send it "
+            "from a Lua script"
+        ) from None
+
+
+def build_call(request: Request, *, with_proxy: bool = True) -> SplashCall:
     """The node call for a Splash request, as scrapy-splash built it: the
     Splash arguments from ``meta["splash"]["args"]``, with the page's URL,
-    method, body and headers filled in from the request where not given."""
+    method, body, headers and proxy filled in from the request where not
+    given. ``with_proxy=False`` leaves the proxy out: before
+    HttpProxyMiddleware has run, the request's proxy is not known yet."""
     options = splash_options(request)
     endpoint = str(options.get("endpoint") or "render.html").strip("/")
     if endpoint not in ENDPOINTS:
@@ -106,24 +136,38 @@ def build_call(request: Request) -> SplashCall:
         args.setdefault("url", request.url)
     if request.method != "GET":
         args.setdefault("http_method", request.method)
-    if request.body:
-        args.setdefault("body", request.body.decode("utf-8", errors="replace"))
+    if request.body and "body" not in args:
+        args["body"] = _body_text(request)
     in_session = SESSION_COOKIES_KEY in request.meta
     if in_session:
         args.setdefault("cookies", request.meta[SESSION_COOKIES_KEY])
     # Splash 3.5's chromium engine answers 400 "headers is not implemented"
     # to any headers argument: the request's own are not sent to it.
     chromium = args.get("engine") == "chromium"
+    if with_proxy and "proxy" not in args:
+        try:
+            proxy = splash_proxy(request, args.get("engine"))
+        except ProxyError as error:
+            raise SplashRequestError(str(error)) from None
+        if proxy is not None:
+            args["proxy"] = proxy
     if not options.get("dont_send_headers") and not chromium:
-        headers = _headers_to_dict(request.headers)
+        headers = _site_headers(request.headers)
         if in_session:
             # The session jar is the one source of cookies of a session
             # request; a Cookie header from Scrapy's CookiesMiddleware would
             # send the page cookies the script deleted.
             headers = {k: v for k, v in headers.items() if k.lower() != "cookie"}
+        if request in NODE_AUTHORIZATION:
+            # HttpAuthMiddleware's header from the spider's http_user: for
+            # Splash, never for the site (httpauth.py).
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         if headers:
             args.setdefault("headers", headers)
     node_headers = {"Content-Type": "application/json"}
+    spider_authorization = NODE_AUTHORIZATION.get(request)
+    if spider_authorization:
+        node_headers["Authorization"] = spider_authorization.decode("latin-1")
     for name, value in (options.get("splash_headers") or {}).items():
         node_headers[str(name)] = value.decode() if isinstance(value, bytes) else str(value)
     return SplashCall(endpoint=endpoint, args=args, headers=node_headers)

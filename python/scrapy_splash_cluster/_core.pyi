@@ -1,10 +1,11 @@
 """The Rust balancer core (the `_core` extension module)."""
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 __all__ = [
     "AllAttemptsFailed",
@@ -102,7 +103,7 @@ class Response:
     @property
     def attempts(self) -> list[_Attempt]: ...
 
-@final
+@disjoint_base
 class SplashCluster:
     """A cluster of Splash nodes behind one least-conn balancer with health
     probes, an admission queue and retries with redispatch."""
@@ -135,7 +136,7 @@ class SplashCluster:
         """The stats page (`http://host:port/`), or None when `stats_port` is None."""
     def report_json(self) -> str:
         """What the stats page's `/stats.json` shows, as a JSON string."""
-    async def request(
+    def request(
         self,
         method: str,
         path: str,
@@ -145,20 +146,22 @@ class SplashCluster:
         max_size: int | None = None,
         affinity: list[str] | None = None,
         affinity_body: bytes | None = None,
-    ) -> Response:
+    ) -> asyncio.Future[Response]:
         """Sends a request to the cluster: waits for a node, retries node
         failures and 504s elsewhere, all within `timeout`. `max_size` cuts the
         answer short (ResponseTooLarge). `affinity` names nodes (as shown in
         `nodes()`) that hold the request's saved Splash arguments; those get
         `affinity_body` (with `load_args`) instead of `body`, and a 498 there
-        is answered at once with `body` on the same node."""
+        is answered at once with `body` on the same node. Returns a future of
+        the running loop, already under way; the package's `SplashCluster`
+        wraps it in a coroutine function."""
     def nodes(self) -> list[NodeSnapshot]: ...
     def queue(self) -> dict[str, Any]: ...
-    async def close(self, abort: bool = False) -> None: ...
-    async def __aenter__(self) -> SplashCluster: ...
-    async def __aexit__(
+    def close(self, abort: bool = False) -> asyncio.Future[None]: ...
+    def __aenter__(self) -> asyncio.Future[Self]: ...
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> asyncio.Future[None]: ...

@@ -91,6 +91,14 @@ class ClusterSettings:
     stats_password: str | None = field(default=None, repr=False)
     node_labels: list[str] = field(default_factory=list)
 
+    @property
+    def nodes_have_credentials(self) -> bool:
+        """Whether SPLASH_USER or a node URL gives some node credentials."""
+        return any(
+            urlsplit(n.url if isinstance(n, NodeConfig) else n).username is not None
+            for n in self.nodes
+        )
+
     def cluster_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for SplashCluster besides the nodes."""
         return {

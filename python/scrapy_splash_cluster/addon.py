@@ -15,12 +15,19 @@ __all__ = ["SplashClusterAddon"]
 HANDLER = "scrapy_splash_cluster.handler.SplashClusterDownloadHandler"
 MIDDLEWARE = "scrapy_splash_cluster.middleware.SplashClusterMiddleware"
 COOKIES_MIDDLEWARE = "scrapy_splash_cluster.cookies.SplashCookiesMiddleware"
+HTTPAUTH_MIDDLEWARE = "scrapy_splash_cluster.httpauth.SplashHttpAuthMiddleware"
+ARGS_RELEASE_MIDDLEWARE = "scrapy_splash_cluster.argcache.SplashArgsReleaseMiddleware"
 DEDUPLICATE_ARGS_MIDDLEWARE = "scrapy_splash_cluster.argcache.SplashDeduplicateArgsMiddleware"
 FINGERPRINTER = "scrapy_splash_cluster.fingerprint.SplashRequestFingerprinter"
 # Where scrapy-splash's middlewares sat: sessions before the Splash
 # middleware on the way out and after it on the way back.
 MIDDLEWARE_ORDER = 725
 COOKIES_MIDDLEWARE_ORDER = 723
+# Before RobotsTxtMiddleware (100): it turns robots.txt off for the Splash
+# requests of spiders with http_user/http_pass.
+HTTPAUTH_MIDDLEWARE_ORDER = 99
+# Outermost: it must see every download of a request end.
+ARGS_RELEASE_MIDDLEWARE_ORDER = 50
 DEDUPLICATE_ARGS_MIDDLEWARE_ORDER = 100
 
 # Schemes whose requests may be Splash requests: the web, and about:blank
@@ -51,6 +58,8 @@ class SplashClusterAddon:
         for path, order in (
             (MIDDLEWARE, MIDDLEWARE_ORDER),
             (COOKIES_MIDDLEWARE, COOKIES_MIDDLEWARE_ORDER),
+            (HTTPAUTH_MIDDLEWARE, HTTPAUTH_MIDDLEWARE_ORDER),
+            (ARGS_RELEASE_MIDDLEWARE, ARGS_RELEASE_MIDDLEWARE_ORDER),
         ):
             if not _listed(middlewares, path):
                 settings["DOWNLOADER_MIDDLEWARES"][path] = order

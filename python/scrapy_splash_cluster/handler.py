@@ -24,6 +24,8 @@ from scrapy_splash_cluster._runtime import ClusterRuntime
 __all__ = ["FALLBACK_HANDLERS_SETTING", "SplashClusterDownloadHandler"]
 
 FALLBACK_HANDLERS_SETTING = "SPLASH_CLUSTER_FALLBACK_HANDLERS"
+# Splash's 498 ExpiredArguments.
+EXPIRED_ARGUMENTS = 498
 
 # Scrapy's own handlers, used when neither the user nor the add-on named one.
 _SCRAPY_DEFAULT = "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"
@@ -62,7 +64,12 @@ class SplashClusterDownloadHandler(BaseDownloadHandler):
     async def download_request(self, request: Request) -> Response:
         if is_splash_request(request):
             async with self._runtime.slot_gate.hold(str(request.meta.get("download_slot", ""))):
-                return await self._runtime.send(request)
+                response = await self._runtime.send(request)
+            if response.status == EXPIRED_ARGUMENTS:
+                # The node lost the saved arguments: an answer about the
+                # node's memory, not the page, that HTTPCACHE must not replay.
+                request.meta["_dont_cache"] = True
+            return response
         return await self._fallback(request).download_request(request)
 
     async def close(self) -> None:

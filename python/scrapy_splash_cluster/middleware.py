@@ -57,7 +57,9 @@ class SplashClusterMiddleware:
     def process_request(self, request: Request) -> None:
         if not is_splash_request(request):
             return None
-        build_call(request)  # a malformed meta["splash"] fails here, by name
+        # A malformed meta["splash"] fails here, by name; the proxy is checked
+        # when the request is sent, once HttpProxyMiddleware (750) resolved it.
+        build_call(request, with_proxy=False)
         options = splash_options(request)
         if options.get("splash_url") and not self._warned_splash_url:
             self._warned_splash_url = True

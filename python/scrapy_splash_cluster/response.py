@@ -148,10 +148,14 @@ def _magic(data: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
         changes["headers"] = _magic_headers(data["headers"])
     if "html" in data:
         changes["body"] = str(data["html"]).encode("utf-8")
-        headers = changes.get("headers", Headers(current["headers"]))
-        # The html key is text: say so, so that .text and selectors work.
-        headers[b"Content-Type"] = b"text/html; charset=utf-8"
-        changes["headers"] = headers
+        if "headers" not in data:
+            # The html key is text: say so, so that .text and selectors work.
+            # Headers the script returned are kept as given (scrapy-splash).
+            headers = Headers(current["headers"])
+            headers[b"Content-Type"] = b"text/html; charset=utf-8"
+            changes["headers"] = headers
+        # The body is the html encoded here: decode it the same way, whatever
+        # charset the script's Content-Type names.
         changes["encoding"] = "utf-8"
     elif "body" in data:
         changes["body"] = base64.b64decode(data["body"])

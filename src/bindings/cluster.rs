@@ -74,8 +74,9 @@ impl Response {
     }
 }
 
-/// A cluster of Splash nodes behind one balancer.
-#[pyclass(frozen, module = "scrapy_splash_cluster._core")]
+/// A cluster of Splash nodes behind one balancer. `subclass`: the package's
+/// `SplashCluster` subclasses it to make `request` a coroutine function.
+#[pyclass(frozen, subclass, module = "scrapy_splash_cluster._core")]
 pub struct SplashCluster {
     cluster: Arc<Cluster<HttpTransport>>,
     /// Where results reach the loop that awaits them (made on first use).

@@ -56,7 +56,11 @@ impl HttpTransport {
         if !headers.contains_key(ACCEPT_ENCODING) {
             headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         }
-        if let Some(auth) = node.authorization() {
+        if let Some(value) = headers.get_mut(AUTHORIZATION) {
+            // The request's own credentials (scrapy-splash's `splash_headers`)
+            // win over the node's configured ones, as explicit beats configured.
+            value.set_sensitive(true);
+        } else if let Some(auth) = node.authorization() {
             let mut value = HeaderValue::from_str(auth)
                 .map_err(|_| TransportError::Other("invalid node credentials".to_owned()))?;
             value.set_sensitive(true);

@@ -274,3 +274,35 @@ fn error_text_loses_the_url_but_keeps_the_cause() {
     );
     assert!(!text.is_empty());
 }
+
+fn request_with(headers: &[(&str, &str)]) -> NodeRequest {
+    NodeRequest {
+        method: "POST".to_owned(),
+        path: "/render.html".to_owned(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        body: Bytes::new(),
+        max_body: None,
+        saved_args: None,
+    }
+}
+
+#[test]
+fn the_node_credentials_go_when_the_request_has_none() {
+    let node = NodeEndpoint::parse("url", "http://user:pass@node-1:8050").unwrap();
+    let headers = HttpTransport::headers(&node, &request_with(&[])).unwrap();
+    assert_eq!(headers[AUTHORIZATION], "Basic dXNlcjpwYXNz");
+    assert!(headers[AUTHORIZATION].is_sensitive());
+}
+
+#[test]
+fn a_request_authorization_wins_over_the_node_credentials() {
+    let node = NodeEndpoint::parse("url", "http://user:pass@node-1:8050").unwrap();
+    let own = request_with(&[("authorization", "Basic b3duOm93bg==")]);
+    let headers = HttpTransport::headers(&node, &own).unwrap();
+    assert_eq!(headers.get_all(AUTHORIZATION).iter().count(), 1);
+    assert_eq!(headers[AUTHORIZATION], "Basic b3duOm93bg==");
+    assert!(headers[AUTHORIZATION].is_sensitive());
+}

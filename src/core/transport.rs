@@ -1,6 +1,7 @@
 //! The transport: how one attempt reaches one node, behind a trait so that
 //! the pool, retries and health can be tested without sockets.
 
+use std::fmt;
 use std::future::Future;
 
 use bytes::Bytes;
@@ -8,7 +9,10 @@ use bytes::Bytes;
 use super::config::NodeEndpoint;
 
 /// A request as sent to a node: the path is relative to the node's base URL.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` shows no header value, no query and no body: they may hold
+/// the node's or a proxy's credentials (Splash's `proxy` argument).
+#[derive(Clone)]
 pub struct NodeRequest {
     /// HTTP method, e.g. `GET` or `POST`.
     pub method: String,
@@ -27,12 +31,35 @@ pub struct NodeRequest {
 
 /// Where a request's large Splash arguments are saved already, and the body
 /// that refers to them by key instead of sending them.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SavedArgs {
     /// The nodes (their URLs as displayed) that hold the arguments.
     pub nodes: Vec<String>,
     /// The body with `load_args`.
     pub body: Bytes,
+}
+
+impl fmt::Debug for NodeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("NodeRequest")
+            .field("method", &self.method)
+            .field("path", &self.path_for_log())
+            .field("headers", &header_names)
+            .field("body_len", &self.body.len())
+            .field("max_body", &self.max_body)
+            .field("saved_args", &self.saved_args)
+            .finish()
+    }
+}
+
+impl fmt::Debug for SavedArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SavedArgs")
+            .field("nodes", &self.nodes)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 /// A node's whole answer.
@@ -123,5 +150,28 @@ impl NodeRequest {
     /// secrets that have no place in a log line.
     pub fn path_for_log(&self) -> &str {
         self.path.split('?').next().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_header_value_query_or_body() {
+        let request = NodeRequest {
+            method: "POST".to_owned(),
+            path: "/render.html?proxy=http://u:s3cret@p:1".to_owned(),
+            headers: vec![("authorization".to_owned(), b"Basic s3cret".to_vec())],
+            body: Bytes::from_static(br#"{"proxy": "http://u:s3cret@p:1"}"#),
+            max_body: None,
+            saved_args: Some(SavedArgs {
+                nodes: vec!["http://n:8050".to_owned()],
+                body: Bytes::from_static(b"s3cret"),
+            }),
+        };
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("authorization") && shown.contains("/render.html"));
     }
 }

@@ -21,12 +21,15 @@ def main() -> None:
         settings_json = f.read()
     with open(pages_path) as f:
         pages_json = f.read()
+    crawl_settings = json.loads(settings_json)
+    # Spider attributes (http_user, ...), given with the settings.
+    spider_args = crawl_settings.pop("TEST_SPIDER_ARGS", {})
     settings = {
         "LOG_LEVEL": "INFO",
         "TELNETCONSOLE_ENABLED": False,
         "ROBOTSTXT_OBEY": False,
         "ADDONS": {"scrapy_splash_cluster.SplashClusterAddon": 0},
-        **json.loads(settings_json),
+        **crawl_settings,
     }
     items: list[dict] = []
     process = CrawlerProcess(settings)
@@ -38,7 +41,7 @@ def main() -> None:
     from scrapy import signals
 
     crawler.signals.connect(collect, signal=signals.item_scraped)
-    process.crawl(crawler, pages=pages_json)
+    process.crawl(crawler, pages=pages_json, **spider_args)
     process.start()
     stats = {k: v for k, v in (crawler.stats.get_stats() or {}).items()}
     with open(out, "w") as f:

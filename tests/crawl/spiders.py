@@ -35,10 +35,11 @@ class PagesSpider(scrapy.Spider):
             "errback": self.failed,
             "cb_kwargs": {"index": index, "then": page.get("then")},
             "dont_filter": page.get("dont_filter", True),
+            "priority": page.get("priority", 0),
             "meta": page.get("meta", {}),
         }
         if kind == "plain":
-            return scrapy.Request(page["url"], **common)
+            return scrapy.Request(page["url"], headers=page.get("headers"), **common)
         if kind == "form":
             return SplashFormRequest(
                 page["url"],
@@ -58,13 +59,25 @@ class PagesSpider(scrapy.Spider):
             endpoint=page.get("endpoint", "render.html"),
             args=page.get("args"),
             method=page.get("method", "GET"),
-            body=page.get("body"),
+            body=self._body(page),
             slot_policy=page.get("slot_policy", "per_domain"),
             magic_response=page.get("magic_response", True),
             dont_process_response=page.get("dont_process_response", False),
             cache_args=page.get("cache_args"),
+            splash_headers=page.get("splash_headers"),
+            session_id=page.get("session_id", "default"),
+            cookies=page.get("cookies"),
+            headers=page.get("headers"),
             **common,
         )
+
+    @staticmethod
+    def _body(page: dict[str, Any]) -> str | bytes | None:
+        """The body as given, or encoded as ``body_encoding`` says."""
+        body = page.get("body")
+        if body is not None and page.get("body_encoding"):
+            return body.encode(page["body_encoding"])
+        return body
 
     def parse_page(self, response: Response, index: int, then: dict[str, Any] | None = None):
         item: dict[str, Any] = {
@@ -79,6 +92,9 @@ class PagesSpider(scrapy.Spider):
             "node": response.meta.get("splash_cluster", {}).get("node"),
             "attempts": response.meta.get("splash_cluster", {}).get("attempts"),
             "body_size": len(response.body),
+            # Everything the spider can see of the request, for the tests
+            # that no credential reaches it.
+            "meta_repr": repr(response.meta),
         }
         if isinstance(response, SplashTextResponse | SplashResponse):
             item["real_url"] = response.real_url
@@ -102,4 +118,5 @@ class PagesSpider(scrapy.Spider):
             "error_mro": [c.__name__ for c in type(error).__mro__],
             "message": str(error),
             "attempts": getattr(error, "attempts", None),
+            "meta_repr": repr(failure.request.meta),
         }
