@@ -14,7 +14,8 @@
 --                   registered when the node is not (Redis lost or expired
 --                   the hash): the registered value is the one that counts
 -- Returns the chosen candidate's position (1-based), or 0 when none is UP
--- and below its maxconn counting every process's unexpired leases.
+-- and below its maxconn counting every process's unexpired leases (an
+-- expired lease never counts; the chosen node's expired ones are purged).
 --
 -- Among the eligible: the lowest rank, then the least (in_flight + 1) / weight
 -- (compared without division), ties to the first from `start` round.
@@ -26,23 +27,28 @@ if n < 1 then
 end
 local now = now_ms()
 local start = tonumber(ARGV[3]) % n
+-- One HMGET each for the specs and the verdicts, one ZCOUNT per candidate
+-- (unexpired leases; only the chosen node's set is purged): 3 + n calls.
+local node_keys = {}
+for i = 1, n do
+  node_keys[i] = ARGV[4 + 3 * (i - 1)]
+end
+local specs = redis.call('HMGET', KEYS[1], unpack(node_keys))
+local verdicts = redis.call('HMGET', KEYS[2], unpack(node_keys))
 local best, best_rank, best_in_flight, best_weight = 0, 0, 0, 1
 for offset = 0, n - 1 do
   local i = (start + offset) % n + 1
   local a = 4 + 3 * (i - 1)
-  local node = ARGV[a]
-  if redis.call('HEXISTS', KEYS[2], node) == 0 then
-    local spec = redis.call('HGET', KEYS[1], node)
+  if not verdicts[i] then
+    local spec = specs[i]
     if not spec then
       spec = ARGV[a + 2]
-      redis.call('HSET', KEYS[1], node, spec)
+      redis.call('HSET', KEYS[1], node_keys[i], spec)
       keep_alive(KEYS[1], 2 * ttl)
     end
     local maxconn, weight = string.match(spec, '^(%d+) (%d+)$')
     maxconn, weight = tonumber(maxconn), tonumber(weight)
-    local leases = KEYS[2 + i]
-    redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-    local in_flight = redis.call('ZCARD', leases)
+    local in_flight = redis.call('ZCOUNT', KEYS[2 + i], '(' .. now, '+inf')
     if maxconn and weight and in_flight < maxconn then
       local rank = tonumber(ARGV[a + 1])
       if best == 0 or rank < best_rank or (rank == best_rank
@@ -53,6 +59,7 @@ for offset = 0, n - 1 do
   end
 end
 if best > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2 + best], '-inf', now)
   redis.call('ZADD', KEYS[2 + best], now + ttl, ARGV[2])
   keep_alive(KEYS[2 + best], ttl)
 end
