@@ -336,10 +336,19 @@ async fn the_leases_of_a_process_that_stopped_renewing_expire() {
     let server = RedisServer::start();
     let mut con = server.inspect().await;
     let ttl = Duration::from_millis(300);
-    let dead = fleet_with_ttl(&server, &[(2, 1)], ttl).await;
-    let alive = fleet_with_ttl(&server, &[(2, 1)], ttl).await;
+    let dead = fleet_with_ttl(&server, &[(3, 1)], ttl).await;
+    let alive = fleet_with_ttl(&server, &[(3, 1)], ttl).await;
     assert!(dead.take(&only(0), 0).await.unwrap().is_some());
     assert!(dead.take(&only(0), 0).await.unwrap().is_some());
+    // A third process holds the last slot for a minute, so the set outlives
+    // the dead one's leases: only their expiry can free a slot.
+    let far = server_ms(&mut con).await + 60_000;
+    let () = redis::pipe()
+        .cmd("ZADD").arg(LEASES_0).arg(far).arg("elsewhere:0").ignore()
+        .cmd("PERSIST").arg(LEASES_0).ignore()
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let expiries: Vec<(String, u64)> = redis::cmd("ZRANGE")
         .arg(LEASES_0)
         .arg(0)
@@ -349,6 +358,7 @@ async fn the_leases_of_a_process_that_stopped_renewing_expire() {
         .await
         .unwrap();
     let first_expiry = expiries.iter().map(|(_, e)| *e).min().unwrap();
+    assert!(first_expiry < far);
     // `dead` never renews again: `alive` gets a slot only once the server's
     // clock has passed a lease's expiry, and then gets it.
     let deadline = Instant::now() + Duration::from_secs(5);
