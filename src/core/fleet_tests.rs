@@ -410,12 +410,19 @@ async fn renew_keeps_live_leases_and_never_revives_released_or_expired_ones() {
         .unwrap();
     assert!(expiry + 5 >= server_ms(&mut con).await + 300 - 50);
 
-    // Let the kept lease expire, then renew it: it stays gone.
+    // Let the kept lease expire, with the set held alive by another
+    // process's lease, then renew it: it stays gone.
+    let () = redis::pipe()
+        .cmd("ZADD").arg(LEASES_0).arg(expiry + 60_000).arg("elsewhere:0").ignore()
+        .cmd("PERSIST").arg(LEASES_0).ignore()
+        .query_async(&mut con)
+        .await
+        .unwrap();
     while server_ms(&mut con).await <= expiry {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let view = fleet.renew(&mine).await.unwrap();
-    assert_eq!(view.in_flight, vec![0], "an expired lease is not revived");
+    assert_eq!(view.in_flight, vec![1], "an expired lease is not revived");
 }
 
 #[tokio::test]
