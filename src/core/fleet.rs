@@ -378,8 +378,13 @@ impl Fleet {
             url: shown_url.clone(),
             reason: scrub(&e.to_string(), password_of(&options.url).as_deref()),
         })?;
-        let password = client.get_connection_info().redis_settings().password().map(str::to_owned);
-        let connect_error = |e: RedisError| classify_connect_error(&e, &shown_url, password.as_deref());
+        let password = client
+            .get_connection_info()
+            .redis_settings()
+            .password()
+            .map(str::to_owned);
+        let connect_error =
+            |e: RedisError| classify_connect_error(&e, &shown_url, password.as_deref());
 
         // A plain connection first: it fails at once and precisely, where the
         // manager would retry with backoff.
@@ -444,7 +449,8 @@ impl Fleet {
         for pair in disagreements.chunks(2) {
             let [key, registered] = pair else { break };
             let ours = self.nodes.iter().find(|n| &n.key == key);
-            let (theirs_maxconn, theirs_weight) = registered.split_once(' ').unwrap_or((registered, "?"));
+            let (theirs_maxconn, theirs_weight) =
+                registered.split_once(' ').unwrap_or((registered, "?"));
             if let Some(ours) = ours {
                 warnings.push(format!(
                     "node {key}: the fleet has maxconn {theirs_maxconn} weight {theirs_weight} \
@@ -695,10 +701,7 @@ impl Fleet {
 fn validate_nodes(nodes: &[FleetNode]) -> Result<(), FleetError> {
     for (i, node) in nodes.iter().enumerate() {
         let invalid = |why: &str| {
-            FleetError::InvalidArgument(format!(
-                "node {i} ({}): {why}",
-                mask_password(&node.key)
-            ))
+            FleetError::InvalidArgument(format!("node {i} ({}): {why}", mask_password(&node.key)))
         };
         if node.key.is_empty() {
             return Err(invalid("empty key"));

@@ -248,11 +248,19 @@ async fn take_prefers_untried_then_preferred_then_least_loaded() {
     let mut candidates = all(3);
     candidates[0].tried = true;
     candidates[1].tried = true;
-    assert_eq!(take_node(&fleet, &candidates, 0).await, Some(2), "untried first");
+    assert_eq!(
+        take_node(&fleet, &candidates, 0).await,
+        Some(2),
+        "untried first"
+    );
     // Loads 2, 2, 4: preferred beats less loaded, but untried beats preferred.
     let mut candidates = all(3);
     candidates[2].preferred = true;
-    assert_eq!(take_node(&fleet, &candidates, 0).await, Some(2), "preferred");
+    assert_eq!(
+        take_node(&fleet, &candidates, 0).await,
+        Some(2),
+        "preferred"
+    );
     candidates[2].tried = true;
     assert_eq!(take_node(&fleet, &candidates, 0).await, Some(0));
     // Node 2 is full (5): never chosen, preferred and untried or not.
@@ -344,8 +352,14 @@ async fn the_leases_of_a_process_that_stopped_renewing_expire() {
     // the dead one's leases: only their expiry can free a slot.
     let far = server_ms(&mut con).await + 60_000;
     let () = redis::pipe()
-        .cmd("ZADD").arg(LEASES_0).arg(far).arg("elsewhere:0").ignore()
-        .cmd("PERSIST").arg(LEASES_0).ignore()
+        .cmd("ZADD")
+        .arg(LEASES_0)
+        .arg(far)
+        .arg("elsewhere:0")
+        .ignore()
+        .cmd("PERSIST")
+        .arg(LEASES_0)
+        .ignore()
         .query_async(&mut con)
         .await
         .unwrap();
@@ -374,7 +388,10 @@ async fn the_leases_of_a_process_that_stopped_renewing_expire() {
             assert_eq!(view.processes, vec![alive.process_id().to_owned()]);
             break;
         }
-        assert!(before < first_expiry + 1000, "the expired lease still counts");
+        assert!(
+            before < first_expiry + 1000,
+            "the expired lease still counts"
+        );
         assert!(Instant::now() < deadline, "no slot freed by expiry");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -387,10 +404,7 @@ async fn renew_keeps_live_leases_and_never_revives_released_or_expired_ones() {
     let fleet = fleet_with_ttl(&server, &[(5, 1)], Duration::from_millis(300)).await;
     let kept = fleet.take(&only(0), 0).await.unwrap().unwrap();
     let released = fleet.take(&only(0), 0).await.unwrap().unwrap();
-    fleet
-        .release(&[(0, released.lease.clone())])
-        .await
-        .unwrap();
+    fleet.release(&[(0, released.lease.clone())]).await.unwrap();
     let mine = [(0, kept.lease.clone()), (0, released.lease.clone())];
     let view = fleet.renew(&mine).await.unwrap();
     assert_eq!(view.in_flight, vec![1], "the released lease stays released");
@@ -413,8 +427,14 @@ async fn renew_keeps_live_leases_and_never_revives_released_or_expired_ones() {
     // Let the kept lease expire, with the set held alive by another
     // process's lease, then renew it: it stays gone.
     let () = redis::pipe()
-        .cmd("ZADD").arg(LEASES_0).arg(expiry + 60_000).arg("elsewhere:0").ignore()
-        .cmd("PERSIST").arg(LEASES_0).ignore()
+        .cmd("ZADD")
+        .arg(LEASES_0)
+        .arg(expiry + 60_000)
+        .arg("elsewhere:0")
+        .ignore()
+        .cmd("PERSIST")
+        .arg(LEASES_0)
+        .ignore()
         .query_async(&mut con)
         .await
         .unwrap();
@@ -462,8 +482,15 @@ async fn redis_gone_fails_fast_and_the_fleet_reconnects() {
     server.kill();
     let started = Instant::now();
     let err = fleet.take(&only(0), 0).await.unwrap_err();
-    assert!(matches!(err, FleetError::Command { op: "take", .. }), "{err}");
-    assert!(started.elapsed() < COMMAND_TIMEOUT * 3, "{:?}", started.elapsed());
+    assert!(
+        matches!(err, FleetError::Command { op: "take", .. }),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < COMMAND_TIMEOUT * 3,
+        "{:?}",
+        started.elapsed()
+    );
     server.start_again();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -491,18 +518,32 @@ async fn the_first_registered_maxconn_holds_and_the_others_warn() {
     .unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     let warning = &warnings[0];
-    for part in ["http://10.0.0.0:8050", "maxconn 3", "weight 1", "maxconn 5", "weight 2"] {
+    for part in [
+        "http://10.0.0.0:8050",
+        "maxconn 3",
+        "weight 1",
+        "maxconn 5",
+        "weight 2",
+    ] {
         assert!(warning.contains(part), "{part} not in {warning}");
     }
     for _ in 0..3 {
         assert!(second.take(&only(0), 0).await.unwrap().is_some());
     }
-    assert_eq!(take_node(&second, &only(0), 0).await, None, "maxconn 3 holds");
+    assert_eq!(
+        take_node(&second, &only(0), 0).await,
+        None,
+        "maxconn 3 holds"
+    );
 }
 
 #[tokio::test]
 async fn connect_errors_name_the_setting_and_never_the_password() {
-    for bad in ["http://:s3cret@127.0.0.1:6379", "redis://:s3cret@[::1", "no url at all"] {
+    for bad in [
+        "http://:s3cret@127.0.0.1:6379",
+        "redis://:s3cret@[::1",
+        "no url at all",
+    ] {
         let err = Fleet::connect(options(bad, Duration::from_secs(1)), nodes(&[(1, 1)]))
             .await
             .unwrap_err();
@@ -518,7 +559,10 @@ async fn connect_errors_name_the_setting_and_never_the_password() {
         .unwrap_err();
     assert!(matches!(err, FleetError::Refused { .. }), "{err:?}");
     let shown = format!("{err} {err:?}");
-    assert!(shown.contains("SPLASH_CLUSTER_REDIS_URL") && !shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("SPLASH_CLUSTER_REDIS_URL") && !shown.contains("s3cret"),
+        "{shown}"
+    );
 
     let server = RedisServer::start_with(&["--requirepass", "right-one"]);
     for url in [
@@ -529,9 +573,15 @@ async fn connect_errors_name_the_setting_and_never_the_password() {
         let err = Fleet::connect(options(&url, Duration::from_secs(1)), nodes(&[(1, 1)]))
             .await
             .unwrap_err();
-        assert!(matches!(err, FleetError::AuthFailed { .. }), "{url}: {err:?}");
+        assert!(
+            matches!(err, FleetError::AuthFailed { .. }),
+            "{url}: {err:?}"
+        );
         let shown = format!("{err} {err:?}");
-        assert!(shown.contains("SPLASH_CLUSTER_REDIS_URL") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("SPLASH_CLUSTER_REDIS_URL") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
     let url = format!("redis://:right-one@127.0.0.1:{}", server.port);
     let (fleet, _) = Fleet::connect(options(&url, Duration::from_secs(1)), nodes(&[(1, 1)]))
@@ -547,7 +597,10 @@ async fn bad_prefixes_and_nodes_are_refused_before_connecting() {
     let mut o = options(unreachable, Duration::from_secs(1));
     o.key_prefix = "a{b".to_owned();
     let err = Fleet::connect(o, nodes(&[(1, 1)])).await.unwrap_err();
-    assert!(err.to_string().contains("SPLASH_CLUSTER_REDIS_KEY_PREFIX"), "{err}");
+    assert!(
+        err.to_string().contains("SPLASH_CLUSTER_REDIS_KEY_PREFIX"),
+        "{err}"
+    );
     let mut with_password = nodes(&[(1, 1)]);
     with_password[0].key = "http://user:pw@10.0.0.1:8050".to_owned();
     let err = Fleet::connect(options(unreachable, Duration::from_secs(1)), with_password)
@@ -585,7 +638,13 @@ async fn one_process_leads_the_probes_and_another_takes_over_after_the_ttl() {
 #[test]
 fn keys_share_one_hash_tag_and_lease_ids_are_unique() {
     let keys = Keys::new("crawl", &nodes(&[(1, 1)]));
-    for key in [&keys.nodes, &keys.verdicts, &keys.processes, &keys.prober, &keys.events] {
+    for key in [
+        &keys.nodes,
+        &keys.verdicts,
+        &keys.processes,
+        &keys.prober,
+        &keys.events,
+    ] {
         assert!(key.starts_with("{crawl}:"), "{key}");
     }
     assert_eq!(keys.leases, vec!["{crawl}:leases:http://10.0.0.0:8050"]);
@@ -607,7 +666,11 @@ async fn take_latency() {
     for n in [3, 50, 200] {
         let specs = vec![(1_000_000, 1); n];
         let fleet = fleet(&server, &specs).await;
-        let () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut con).await.unwrap();
+        let () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut con)
+            .await
+            .unwrap();
         let candidates = all(n);
         let mut samples = Vec::with_capacity(2000);
         let mut held = Vec::with_capacity(2200);
@@ -625,7 +688,11 @@ async fn take_latency() {
         samples.sort();
         let at = |q: f64| samples[((samples.len() as f64) * q) as usize];
         // The server's own time per take (EVALSHA: the script loaded once).
-        let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut con).await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut con)
+            .await
+            .unwrap();
         let per_call = info
             .lines()
             .find(|l| l.starts_with("cmdstat_evalsha:"))
