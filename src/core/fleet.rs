@@ -526,10 +526,7 @@ impl Fleet {
     /// or released lease is not revived), refreshes this process's heartbeat
     /// (same TTL), and returns the fleet as Redis sees it.
     pub async fn renew(&self, leases: &[(usize, LeaseId)]) -> Result<FleetView, FleetError> {
-        let mut by_node: Vec<Vec<&str>> = vec![Vec::new(); self.nodes.len()];
-        for (node, lease) in leases {
-            by_node[self.node_index(*node)?].push(&lease.0);
-        }
+        let by_node = self.group_by_node(leases)?;
         let mut invocation = SCRIPTS.renew.prepare_invoke();
         invocation
             .key(&self.keys.nodes)
@@ -661,11 +658,7 @@ impl Fleet {
         invocation: &mut redis::ScriptInvocation<'_>,
         leases: &[(usize, LeaseId)],
     ) -> Result<(), FleetError> {
-        let mut by_node: Vec<Vec<&str>> = vec![Vec::new(); self.nodes.len()];
-        for (node, lease) in leases {
-            by_node[self.node_index(*node)?].push(&lease.0);
-        }
-        for (node, ids) in by_node.iter().enumerate() {
+        for (node, ids) in self.group_by_node(leases)?.iter().enumerate() {
             if !ids.is_empty() {
                 invocation
                     .key(&self.keys.leases[node])
@@ -674,6 +667,18 @@ impl Fleet {
             }
         }
         Ok(())
+    }
+
+    /// The lease ids per node, in connect order.
+    fn group_by_node<'a>(
+        &self,
+        leases: &'a [(usize, LeaseId)],
+    ) -> Result<Vec<Vec<&'a str>>, FleetError> {
+        let mut by_node = vec![Vec::new(); self.nodes.len()];
+        for (node, lease) in leases {
+            by_node[self.node_index(*node)?].push(lease.0.as_str());
+        }
+        Ok(by_node)
     }
 
     fn node_index(&self, node: usize) -> Result<usize, FleetError> {

@@ -186,6 +186,24 @@ async fn server_ms(con: &mut redis::aio::MultiplexedConnection) -> u64 {
 
 const LEASES_0: &str = "{splash_cluster}:leases:http://10.0.0.0:8050";
 
+/// A lease on node 0 of a third process, expiring at `expiry`, and node 0's
+/// set made to live for ever: then only a lease's own expiry frees its slot,
+/// never the set's expiry.
+async fn hold_node_0_elsewhere(con: &mut redis::aio::MultiplexedConnection, expiry: u64) {
+    let () = redis::pipe()
+        .cmd("ZADD")
+        .arg(LEASES_0)
+        .arg(expiry)
+        .arg("elsewhere:0")
+        .ignore()
+        .cmd("PERSIST")
+        .arg(LEASES_0)
+        .ignore()
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_never_exceed_maxconn_together() {
     let server = RedisServer::start();
@@ -351,18 +369,7 @@ async fn the_leases_of_a_process_that_stopped_renewing_expire() {
     // A third process holds the last slot for a minute, so the set outlives
     // the dead one's leases: only their expiry can free a slot.
     let far = server_ms(&mut con).await + 60_000;
-    let () = redis::pipe()
-        .cmd("ZADD")
-        .arg(LEASES_0)
-        .arg(far)
-        .arg("elsewhere:0")
-        .ignore()
-        .cmd("PERSIST")
-        .arg(LEASES_0)
-        .ignore()
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    hold_node_0_elsewhere(&mut con, far).await;
     let expiries: Vec<(String, u64)> = redis::cmd("ZRANGE")
         .arg(LEASES_0)
         .arg(0)
@@ -426,18 +433,7 @@ async fn renew_keeps_live_leases_and_never_revives_released_or_expired_ones() {
 
     // Let the kept lease expire, with the set held alive by another
     // process's lease, then renew it: it stays gone.
-    let () = redis::pipe()
-        .cmd("ZADD")
-        .arg(LEASES_0)
-        .arg(expiry + 60_000)
-        .arg("elsewhere:0")
-        .ignore()
-        .cmd("PERSIST")
-        .arg(LEASES_0)
-        .ignore()
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    hold_node_0_elsewhere(&mut con, expiry + 60_000).await;
     while server_ms(&mut con).await <= expiry {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
