@@ -1,11 +1,7 @@
 //! The fleet against a real `redis-server`, one per test on a free loopback
 //! port. Two `Fleet`s in one test are two crawler processes.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,111 +9,9 @@ use tokio::sync::Notify;
 
 use super::*;
 
-/// A `redis-server` of its own, without persistence, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    extra: Vec<String>,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        Self::start_with(&[])
-    }
-
-    fn start_with(extra: &[&str]) -> Self {
-        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        for _ in 0..5 {
-            if let Some(server) = Self::spawn(free_port(), &extra) {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on five free ports in a row");
-    }
-
-    /// Starts redis-server on `port`; `None` when it exits before it is ready
-    /// (the port was taken meanwhile).
-    fn spawn(port: u16, extra: &[String]) -> Option<Self> {
-        let spawned = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "redis-server is not installed: the fleet's tests need a real one \
-                 (`make redis`, or `apt-get install -y redis-server`)"
-            ),
-            Err(e) => panic!("cannot run redis-server: {e}"),
-        };
-        // Its log tells when it accepts connections; the thread then keeps
-        // draining it so that a full pipe never stalls the server.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Ready to accept connections") {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(()) => Some(Self {
-                child,
-                port,
-                extra: extra.to_vec(),
-            }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                None
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (as SIGKILL would: everything it held is gone).
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// A new, empty server on the same port.
-    fn start_again(&mut self) {
-        self.kill();
-        let server = Self::spawn(self.port, &self.extra).expect("redis-server on its old port");
-        *self = server;
-    }
-
-    /// A plain connection to look at the keys behind the fleet's back.
-    async fn inspect(&self) -> redis::aio::MultiplexedConnection {
-        Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "fleet_test_server.rs"]
+mod test_server;
+use test_server::{free_port, RedisServer};
 
 fn nodes(specs: &[(usize, u32)]) -> Vec<FleetNode> {
     specs
