@@ -57,6 +57,10 @@
 //! | `verdict.lua` | sets or clears a node's DOWN verdict; publishes a `verdict` when it changed |
 //! | `prober.lua` | takes the prober lock if free, renews it if ours |
 //!
+//! The keys are ready for Redis Cluster, the connection is not yet: it is
+//! one ConnectionManager to one server (a primary, or a proxy in front of a
+//! cluster); a cluster client (redis-rs `cluster-async`) is a follow-up.
+//!
 //! Redis replicates a script's effects, so `TIME` inside it is safe on
 //! replicas; replication is asynchronous, so a failover can lose leases
 //! written to the old primary (a node may then briefly get more than

@@ -252,6 +252,41 @@ async fn release_frees_the_slot_and_wakes_the_watchers() {
 }
 
 #[tokio::test]
+async fn the_watcher_subscribes_again_when_redis_comes_back() {
+    let mut server = RedisServer::start();
+    let fleet = fleet(&server, &[(1, 1)]).await;
+    let notify = Arc::new(Notify::new());
+    let subscribed = notify.notified();
+    let watcher = fleet.watch(Arc::clone(&notify));
+    tokio::time::timeout(Duration::from_secs(5), subscribed)
+        .await
+        .expect("the watcher subscribes");
+    server.start_again();
+    let mut con = server.inspect().await;
+    // PUBLISH answers how many subscribers got the notice: once it is one,
+    // the watcher is back, and that notice woke it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let woken = notify.notified();
+        let receivers: usize = redis::cmd("PUBLISH")
+            .arg("{splash_cluster}:events")
+            .arg("release 1")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if receivers == 1 {
+            tokio::time::timeout(Duration::from_secs(5), woken)
+                .await
+                .expect("the notice wakes the watcher");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watcher never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watcher.abort();
+}
+
+#[tokio::test]
 async fn the_leases_of_a_process_that_stopped_renewing_expire() {
     let server = RedisServer::start();
     let mut con = server.inspect().await;
@@ -541,6 +576,9 @@ fn keys_share_one_hash_tag_and_lease_ids_are_unique() {
     assert_eq!(password_of("redis://u:p@w@h:1"), Some("p@w".to_owned()));
     assert_eq!(password_of("redis://h:1"), None);
     assert_eq!(scrub("bad p@w here", Some("p@w")), "bad *** here");
+    let mut o = options("redis://:s3cret@h:1", Duration::from_secs(1));
+    o.key_prefix = "p".to_owned();
+    assert!(!format!("{o:?}").contains("s3cret"), "{o:?}");
     let a = new_process_id();
     assert_ne!(a, new_process_id());
     assert_eq!(a.split('/').count(), 3, "{a}");
