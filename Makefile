@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup install browser test test-rust test-python splash-install test-e2e dist test-wheels bench bench-quick lint format demo clean
+.PHONY: setup install browser redis test test-rust test-python splash-install test-e2e dist test-wheels bench bench-quick lint format demo clean
 
 # The virtualenv with the build and test tools; redone when the list changes.
 $(VENV)/.deps: requirements-dev.txt
@@ -18,8 +18,17 @@ setup: $(VENV)/.deps
 install: setup
 	$(PY) -m pip install -q --no-build-isolation .
 
-test-rust:
+test-rust: redis
 	cargo test --all-targets
+
+# The shared fleet's tests (src/core/fleet_tests.rs) start Debian's
+# redis-server on free loopback ports; installed when we may (root with apt),
+# else those tests fail saying how to install it.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "redis-server is not installed and this is not root: the fleet's tests will fail"; fi; }
 
 # The stats page's browser test drives Debian's Chromium; installed when we
 # may (root with apt), else that one test is skipped locally (never in CI).

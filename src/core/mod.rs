@@ -10,6 +10,7 @@ pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod node;

@@ -1,0 +1,66 @@
+-- take.lua: one lease on the best candidate node with a free slot, atomically.
+--
+-- KEYS[1]      {p}:nodes     HASH node key -> "maxconn weight"
+-- KEYS[2]      {p}:verdicts  HASH node key -> "DOWN <reason>" (absent: UP)
+-- KEYS[2 + i]  {p}:leases:<candidate i's node key>
+--              ZSET lease id -> expiry (server ms)
+-- ARGV[1]      lease TTL (ms)
+-- ARGV[2]      the new lease's id
+-- ARGV[3]      start: the candidate position (0-based) where ties begin
+-- ARGV[4 + 3(i-1)]  candidate i's node key
+-- ARGV[5 + 3(i-1)]  candidate i's rank: 0 untried and preferred, 1 untried,
+--                   2 tried and preferred, 3 tried (lower wins)
+-- ARGV[6 + 3(i-1)]  candidate i's "maxconn weight" as this process has it,
+--                   registered when the node is not (Redis lost or expired
+--                   the hash): the registered value is the one that counts
+-- Returns the chosen candidate's position (1-based), or 0 when none is UP
+-- and below its maxconn counting every process's unexpired leases (an
+-- expired lease never counts; the chosen node's expired ones are purged).
+--
+-- Among the eligible: the lowest rank, then the least (in_flight + 1) / weight
+-- (compared without division), ties to the first from `start` round.
+
+local ttl = tonumber(ARGV[1])
+local n = #KEYS - 2
+if n < 1 then
+  return 0
+end
+local now = now_ms()
+local start = tonumber(ARGV[3]) % n
+-- One HMGET each for the specs and the verdicts, one ZCOUNT per candidate
+-- (unexpired leases; only the chosen node's set is purged): 3 + n calls.
+local node_keys = {}
+for i = 1, n do
+  node_keys[i] = ARGV[4 + 3 * (i - 1)]
+end
+local specs = redis.call('HMGET', KEYS[1], unpack(node_keys))
+local verdicts = redis.call('HMGET', KEYS[2], unpack(node_keys))
+local best, best_rank, best_in_flight, best_weight = 0, 0, 0, 1
+for offset = 0, n - 1 do
+  local i = (start + offset) % n + 1
+  local a = 4 + 3 * (i - 1)
+  if not verdicts[i] then
+    local spec = specs[i]
+    if not spec then
+      spec = ARGV[a + 2]
+      redis.call('HSET', KEYS[1], node_keys[i], spec)
+      keep_alive(KEYS[1], 2 * ttl)
+    end
+    local maxconn, weight = string.match(spec, '^(%d+) (%d+)$')
+    maxconn, weight = tonumber(maxconn), tonumber(weight)
+    local in_flight = redis.call('ZCOUNT', KEYS[2 + i], '(' .. now, '+inf')
+    if maxconn and weight and in_flight < maxconn then
+      local rank = tonumber(ARGV[a + 1])
+      if best == 0 or rank < best_rank or (rank == best_rank
+          and (in_flight + 1) * best_weight < (best_in_flight + 1) * weight) then
+        best, best_rank, best_in_flight, best_weight = i, rank, in_flight, weight
+      end
+    end
+  end
+end
+if best > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2 + best], '-inf', now)
+  redis.call('ZADD', KEYS[2 + best], now + ttl, ARGV[2])
+  keep_alive(KEYS[2 + best], ttl)
+end
+return best

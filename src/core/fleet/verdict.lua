@@ -1,0 +1,24 @@
+-- verdict.lua: sets a node's verdict for the whole fleet and announces it.
+--
+-- KEYS[1]  {p}:verdicts  HASH node key -> "DOWN <reason>" (absent: UP)
+-- ARGV[1]  the fleet's channel, {p}:events
+-- ARGV[2]  the node's key
+-- ARGV[3]  "DOWN <reason>", or "" for UP
+-- ARGV[4]  lease TTL (ms): the hash lives twice that past its last write
+-- Returns 1 when the verdict changed (then "verdict <node key>" is
+-- published), 0 when it already was so.
+
+local before = redis.call('HGET', KEYS[1], ARGV[2])
+local changed
+if ARGV[3] == '' then
+  changed = redis.call('HDEL', KEYS[1], ARGV[2]) == 1
+else
+  changed = before ~= ARGV[3]
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  keep_alive(KEYS[1], 2 * tonumber(ARGV[4]))
+end
+if changed then
+  redis.call('PUBLISH', ARGV[1], 'verdict ' .. ARGV[2])
+  return 1
+end
+return 0
