@@ -38,7 +38,7 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is not installed and this is not root: the browser test will be skipped"; fi; }
 
-test-python: install browser
+test-python: install browser redis
 	$(PY) -m pytest
 
 test: test-rust test-python

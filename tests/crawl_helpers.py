@@ -36,6 +36,66 @@ def _limit_open_files(limit: int) -> Callable[[], None]:
     return apply
 
 
+class Crawl:
+    """One real crawl in its own process, started now: `result()` waits for
+    it, `kill()` ends it as SIGKILL does (no goodbye to anyone)."""
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        pages: list[dict[str, Any]],
+        *,
+        max_open_files: int | None = None,
+    ) -> None:
+        self._tmp = tempfile.TemporaryDirectory()
+        tmp = Path(self._tmp.name)
+        self._out = tmp / "result.json"
+        # Files, not arguments: a crawl of 200 pages with a 10 KB script
+        # each is longer than a command line may be.
+        settings_file = tmp / "settings.json"
+        settings_file.write_text(json.dumps(settings))
+        pages_file = tmp / "pages.json"
+        pages_file.write_text(json.dumps(pages))
+        command = [
+            sys.executable,
+            "-m",
+            "tests.crawl.run",
+            str(self._out),
+            str(settings_file),
+            str(pages_file),
+        ]
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"},
+            preexec_fn=None if max_open_files is None else _limit_open_files(max_open_files),
+        )
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def result(self, timeout: float = 120) -> CrawlResult:
+        try:
+            _, log = self.proc.communicate(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.communicate()
+        out = self._out
+        data = json.loads(out.read_text()) if out.exists() else {"items": [], "stats": {}}
+        self._tmp.cleanup()
+        return CrawlResult(
+            items=data["items"],
+            stats=data["stats"],
+            finish_reason=data.get("finish_reason"),
+            log=log,
+            returncode=self.proc.returncode,
+        )
+
+
 def run_crawl(
     settings: dict[str, Any],
     pages: list[dict[str, Any]],
@@ -47,47 +107,12 @@ def run_crawl(
     """Crawls `pages` with the add-on and `settings`; each `during` action
     runs that many seconds after the crawl started, from another thread.
     `max_open_files` lowers the crawl process's RLIMIT_NOFILE."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        # Files, not arguments: a crawl of 200 pages with a 10 KB script
-        # each is longer than a command line may be.
-        settings_file = Path(tmp) / "settings.json"
-        settings_file.write_text(json.dumps(settings))
-        pages_file = Path(tmp) / "pages.json"
-        pages_file.write_text(json.dumps(pages))
-        command = [
-            sys.executable,
-            "-m",
-            "tests.crawl.run",
-            str(out),
-            str(settings_file),
-            str(pages_file),
-        ]
-        proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"},
-            preexec_fn=None if max_open_files is None else _limit_open_files(max_open_files),
-        )
-        timers = [threading.Timer(delay, action) for delay, action in during]
+    crawl = Crawl(settings, pages, max_open_files=max_open_files)
+    timers = [threading.Timer(delay, action) for delay, action in during]
+    for timer in timers:
+        timer.start()
+    try:
+        return crawl.result(timeout)
+    finally:
         for timer in timers:
-            timer.start()
-        try:
-            _, log = proc.communicate(timeout=timeout)
-        finally:
-            for timer in timers:
-                timer.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        data = json.loads(out.read_text()) if out.exists() else {"items": [], "stats": {}}
-    return CrawlResult(
-        items=data["items"],
-        stats=data["stats"],
-        finish_reason=data.get("finish_reason"),
-        log=log,
-        returncode=proc.returncode,
-    )
+            timer.cancel()

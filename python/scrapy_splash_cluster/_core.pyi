@@ -130,6 +130,9 @@ class SplashCluster:
         stats_host: str = "127.0.0.1",
         stats_user: str = "scrapy",
         stats_password: str | None = None,
+        redis_url: str | None = None,
+        redis_key_prefix: str = "splash_cluster",
+        redis_lease_ttl: float = 15.0,
     ) -> Self: ...
     @property
     def stats_url(self) -> str | None:

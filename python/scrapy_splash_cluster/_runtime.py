@@ -45,6 +45,10 @@ class ClusterRuntime:
         self.settings = ClusterSettings.from_settings(crawler.settings)
         try:
             self.cluster = SplashCluster(self.settings.nodes, **self.settings.cluster_kwargs())
+        except ConnectionError as error:
+            # The shared fleet's Redis: the message names the setting and
+            # never the password.
+            raise SplashSettingsError(str(error)) from None
         except OSError as error:
             raise SplashSettingsError(
                 f"invalid SPLASH_CLUSTER_STATS_PORT: {self.settings.stats_port}; expected a "
@@ -67,6 +71,11 @@ class ClusterRuntime:
             self.settings.retries,
             self.settings.health_interval,
         )
+        if self.settings.redis_url is not None:
+            logger.info(
+                "Splash slots shared with every crawler of the fleet %r through Redis",
+                self.settings.redis_key_prefix,
+            )
 
     @classmethod
     def of(cls, crawler: Crawler) -> ClusterRuntime:

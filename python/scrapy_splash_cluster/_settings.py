@@ -90,6 +90,9 @@ class ClusterSettings:
     stats_user: str = "scrapy"
     stats_password: str | None = field(default=None, repr=False)
     node_labels: list[str] = field(default_factory=list)
+    redis_url: str | None = field(default=None, repr=False)
+    redis_key_prefix: str = "splash_cluster"
+    redis_lease_ttl: float = 15.0
 
     @property
     def nodes_have_credentials(self) -> bool:
@@ -119,6 +122,9 @@ class ClusterSettings:
             "stats_host": self.stats_host,
             "stats_user": self.stats_user,
             "stats_password": self.stats_password,
+            "redis_url": self.redis_url,
+            "redis_key_prefix": self.redis_key_prefix,
+            "redis_lease_ttl": self.redis_lease_ttl,
         }
 
     @classmethod
@@ -164,6 +170,11 @@ class ClusterSettings:
             stats_user=str(settings.get("SPLASH_CLUSTER_STATS_USER") or "scrapy"),
             stats_password=settings.get("SPLASH_CLUSTER_STATS_PASSWORD") or None,
             node_labels=labels,
+            redis_url=_redis_url(settings),
+            redis_key_prefix=str(
+                settings.get("SPLASH_CLUSTER_REDIS_KEY_PREFIX") or "splash_cluster"
+            ),
+            redis_lease_ttl=_seconds(settings, "SPLASH_CLUSTER_REDIS_LEASE_TTL", 15.0),
         )
 
 
@@ -180,6 +191,22 @@ def _share(settings: BaseSettings, name: str, default: float) -> float:
         expected = "a share of requests from 0 to 100 such as 0.2, or None for no budget"
         raise _fail(name, raw, expected)
     return value
+
+
+def _redis_url(settings: BaseSettings) -> str | None:
+    """The shared fleet's Redis, or None (one process, nothing to install)."""
+    raw = settings.get("SPLASH_CLUSTER_REDIS_URL")
+    if raw is None or str(raw).strip() == "":
+        return None
+    url = str(raw).strip()
+    parts = urlsplit(split_credentials(url)[1])
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise _fail(
+            "SPLASH_CLUSTER_REDIS_URL",
+            mask_password(url),
+            "a redis:// or rediss:// URL such as redis://:password@127.0.0.1:6379/0",
+        )
+    return url
 
 
 def _ip(settings: BaseSettings, name: str, default: str) -> str:

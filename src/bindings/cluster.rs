@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
@@ -11,6 +11,8 @@ use crate::core::cluster::{Cluster, ClusterResponse};
 use crate::core::config::StatsOptions;
 use crate::core::config::{ClusterOptions, ConfigError};
 use crate::core::error::ClusterError as CoreError;
+use crate::core::fleet::FleetOptions;
+use crate::core::fleet_sync;
 use crate::core::http::HttpTransport;
 use crate::core::selection::LeastConn;
 use crate::core::transport::{NodeRequest, SavedArgs};
@@ -164,6 +166,30 @@ fn headers_from_py(headers: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, 
     Ok(out)
 }
 
+/// The fleet's options from the constructor's `redis_*` arguments.
+fn fleet_options(url: String, key_prefix: &str, lease_ttl: f64) -> PyResult<FleetOptions> {
+    let lease_ttl = seconds("redis_lease_ttl", lease_ttl)?;
+    if lease_ttl < std::time::Duration::from_secs(1) {
+        return Err(value_error(ConfigError::new(
+            "redis_lease_ttl",
+            lease_ttl.as_secs_f64(),
+            "at least 1 second (leases are renewed every third of it)",
+        )));
+    }
+    if key_prefix.is_empty() || key_prefix.contains(['{', '}']) {
+        return Err(value_error(ConfigError::new(
+            "redis_key_prefix",
+            format!("{key_prefix:?}"),
+            "a non-empty prefix without braces (it becomes the keys' {hash tag})",
+        )));
+    }
+    Ok(FleetOptions {
+        url,
+        key_prefix: key_prefix.to_owned(),
+        lease_ttl,
+    })
+}
+
 /// An asyncio future of the running loop, already resolved to `value`.
 fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
     let future = py
@@ -211,7 +237,8 @@ impl SplashCluster {
         nodes, *, maxconn=5, weight=1, retries=3, queue_timeout=60.0, health_interval=2.0,
         health_timeout=1.0, health_fast_interval=None, health_path="/_ping", fall=3, rise=2, error_limit=3,
         connect_timeout=5.0, retry_budget=0.2, poison_limit=2, stats_port=None, stats_host="127.0.0.1",
-        stats_user="scrapy", stats_password=None,
+        stats_user="scrapy", stats_password=None, redis_url=None,
+        redis_key_prefix="splash_cluster", redis_lease_ttl=15.0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -235,6 +262,9 @@ impl SplashCluster {
         stats_host: &str,
         stats_user: &str,
         stats_password: Option<String>,
+        redis_url: Option<String>,
+        redis_key_prefix: &str,
+        redis_lease_ttl: f64,
     ) -> PyResult<Self> {
         if nodes.is_instance_of::<PyString>() {
             return Err(PyValueError::new_err(
@@ -287,13 +317,39 @@ impl SplashCluster {
                 .transpose()?,
         };
         let config = options.validate().map_err(value_error)?;
+        let fleet = redis_url
+            .map(|url| fleet_options(url, redis_key_prefix, redis_lease_ttl))
+            .transpose()?;
         refresh_log_levels();
         let stats_addr = config.stats.as_ref().map(|s| format!("{s:?}"));
         let cluster = py.detach(|| {
             let transport = HttpTransport::new(config.connect_timeout)
                 .map_err(|e| PyRuntimeError::new_err(format!("{e:?}")))?;
-            let _runtime = pyo3_async_runtimes::tokio::get_runtime().enter();
-            Cluster::start(config, transport, Box::new(LeastConn::new())).map_err(|e| {
+            let runtime = pyo3_async_runtimes::tokio::get_runtime();
+            // Connected before the first request: a bad URL, a refused
+            // connection or a failed AUTH stops the crawl here.
+            let link = match fleet {
+                Some(options) => {
+                    let lease_ttl = options.lease_ttl;
+                    let link = runtime
+                        .block_on(fleet_sync::connect(options, &config.nodes))
+                        .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
+                    for warning in &link.warnings {
+                        tracing::warn!(target: "scrapy_splash_cluster::fleet", "{warning}");
+                    }
+                    Some((link, lease_ttl))
+                }
+                None => None,
+            };
+            let _entered = runtime.enter();
+            let policy = Box::new(LeastConn::new());
+            let started = match link {
+                None => Cluster::start(config, transport, policy),
+                Some((link, lease_ttl)) => {
+                    Cluster::start_in_fleet(config, transport, policy, link, lease_ttl)
+                }
+            };
+            started.map_err(|e| {
                 PyOSError::new_err(format!(
                     "cannot serve the stats page ({}): {e}",
                     stats_addr.unwrap_or_default()

@@ -26,7 +26,11 @@ use tokio::time::Instant;
 pub struct Tried {
     tried: Vec<usize>,
     preferred: Vec<usize>,
-    node_deaths: u32,
+    /// Each node death met, as (node, the node's life): a node's life is
+    /// how many times it went DOWN before, so one death seen by two
+    /// attempts in a row counts once, and a node that died, came back and
+    /// died again counts twice.
+    node_deaths: Vec<(usize, u64)>,
 }
 
 impl Tried {
@@ -35,15 +39,18 @@ impl Tried {
         Self {
             tried: Vec::new(),
             preferred,
-            node_deaths: 0,
+            node_deaths: Vec::new(),
         }
     }
 
     /// Records that a node died under one of the request's attempts (the
-    /// connection closed or was reset mid-render); returns how many have.
-    pub fn record_node_death(&mut self) -> u32 {
-        self.node_deaths += 1;
-        self.node_deaths
+    /// connection closed or was reset mid-render), in the node's `life`;
+    /// returns how many distinct deaths the request has met.
+    pub fn record_node_death(&mut self, node: usize, life: u64) -> u32 {
+        if !self.node_deaths.contains(&(node, life)) {
+            self.node_deaths.push((node, life));
+        }
+        self.node_deaths.len() as u32
     }
 
     /// Whether a node died under this request before: it may be the page
@@ -56,7 +63,7 @@ impl Tried {
     /// doing of another suspect it shared a node with, and victims of the
     /// first death are not charged a second one by the culprit.
     pub fn is_suspect(&self) -> bool {
-        self.node_deaths > 0
+        !self.node_deaths.is_empty()
     }
 
     /// Records a node as tried.

@@ -18,6 +18,8 @@ use super::admission::Tried;
 use super::budget::RetryBudget;
 use super::config::ClusterConfig;
 use super::error::{Attempt, ClusterError};
+use super::fleet_slots::SlotAccounting;
+use super::fleet_sync::{self, FleetLink, SyncSettings};
 use super::node::NodeSnapshot;
 use super::outcome::{classify, Outcome};
 use super::pool::{AcquireError, Lease, Pool, QueueStats};
@@ -85,7 +87,32 @@ impl<T: Transport> Cluster<T> {
         transport: T,
         policy: Box<dyn SelectionPolicy>,
     ) -> std::io::Result<Self> {
-        let pool = Pool::new(config.nodes, config.thresholds, policy);
+        Self::start_with(config, transport, policy, None)
+    }
+
+    /// Starts a cluster whose slots are counted across the fleet `link`
+    /// belongs to (see `fleet_sync`), with `lease_ttl` as its leases' TTL.
+    pub fn start_in_fleet(
+        config: ClusterConfig,
+        transport: T,
+        policy: Box<dyn SelectionPolicy>,
+        link: FleetLink,
+        lease_ttl: Duration,
+    ) -> std::io::Result<Self> {
+        Self::start_with(config, transport, policy, Some((link, lease_ttl)))
+    }
+
+    fn start_with(
+        config: ClusterConfig,
+        transport: T,
+        policy: Box<dyn SelectionPolicy>,
+        fleet: Option<(FleetLink, Duration)>,
+    ) -> std::io::Result<Self> {
+        let accounting = match &fleet {
+            Some((link, _)) => SlotAccounting::Fleet(Arc::clone(&link.slots)),
+            None => SlotAccounting::Local,
+        };
+        let pool = Pool::with_accounting(config.nodes, config.thresholds, policy, accounting);
         let transport = Arc::new(transport);
         let (stop_probes, stop) = watch::channel(false);
         let settings = ProbeSettings {
@@ -101,6 +128,10 @@ impl<T: Transport> Cluster<T> {
             None => None,
         };
         let mut probes = spawn_probes(&pool, &transport, &settings, &stop);
+        if let Some((link, lease_ttl)) = fleet {
+            let sync = SyncSettings::new(lease_ttl, config.health_interval);
+            probes.extend(fleet_sync::spawn(link, &pool, sync, &stop));
+        }
         let stats_addr = stats.map(|server| {
             probes.push(server.task);
             server.addr
@@ -239,13 +270,14 @@ impl<T: Transport> Cluster<T> {
                 sent
             };
             let node_url = lease.spec().endpoint.display().to_owned();
+            let life = lease.life();
             self.record(&lease, &request, &sent, previous, &mut attempts);
             let Sent {
                 outcome, response, ..
             } = sent;
             drop(lease);
             previous = Some(node);
-            if outcome.is_node_death() && tried.record_node_death() >= self.poison_limit {
+            if outcome.is_node_death() && tried.record_node_death(node, life) >= self.poison_limit {
                 return Err(ClusterError::Poisoned {
                     limit: self.poison_limit,
                     attempts,
@@ -696,6 +728,38 @@ mod tests {
         );
         assert_eq!(c.report().totals.errors[6], ("poisoned", 1));
         assert_idle(&c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_death_met_twice_on_the_same_node_counts_once() {
+        // A node being stopped cuts the render, and the retry that reaches it
+        // before anyone marked it DOWN is reset: one death, not two (seen
+        // on real Splash with SIGTERM, where the other node was full).
+        let closed = Script::Fail(TransportError::ClosedMidResponse);
+        let c = cluster_with(&[("a", closed)], |o| o.error_limit = 100);
+        let err = c
+            .request(request(), Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClusterError::AllAttemptsFailed { .. }),
+            "{err}"
+        );
+        assert_eq!(err.attempts().len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_died_came_back_and_died_again_counts_twice() {
+        // One node under a supervisor: the page kills it, it is DOWN, its
+        // probes bring it back, the page kills it again.
+        let closed = Script::Fail(TransportError::ClosedMidResponse);
+        let c = cluster_with(&[("a", closed)], |o| o.error_limit = 1);
+        let err = c
+            .request(request(), Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClusterError::Poisoned { .. }), "{err}");
+        assert_eq!(c.nodes()[0].counters.downs, 2);
     }
 
     #[tokio::test(start_paused = true)]

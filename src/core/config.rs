@@ -120,6 +120,12 @@ impl NodeEndpoint {
         format!("{base}/{rest}")
     }
 
+    /// The node's URL without credentials: what names the node to every
+    /// process of a fleet.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
     /// The node's URL for people: the password replaced by `***`.
     pub fn display(&self) -> &str {
         &self.display

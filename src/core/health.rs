@@ -205,6 +205,19 @@ impl Health {
         }
     }
 
+    /// Takes the fleet's verdict (shared mode, a process that does not run
+    /// the probes): DOWN with its reason, or UP; a change only when it
+    /// differs from this process's view.
+    pub fn follow(&mut self, down: Option<&str>, now: Instant) -> Option<Transition> {
+        match (self.state, down) {
+            (State::Up, Some(reason)) => {
+                Some(self.enter(State::Down, format!("DOWN for the fleet: {reason}"), now))
+            }
+            (State::Down, None) => Some(self.enter(State::Up, "UP for the fleet".to_owned(), now)),
+            _ => None,
+        }
+    }
+
     fn enter(&mut self, state: State, reason: String, now: Instant) -> Transition {
         self.state = state;
         self.since = now;

@@ -11,6 +11,8 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fleet;
+pub mod fleet_slots;
+pub mod fleet_sync;
 pub mod health;
 pub mod http;
 pub mod node;

@@ -14,11 +14,13 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
 use super::admission::{AdmissionQueue, Tried};
 use super::config::{HealthThresholds, NodeSpec};
+use super::fleet::{FleetCandidate, LeaseId, Taken};
+use super::fleet_slots::{FleetReport, FleetSlots, SlotAccounting};
 use super::health::{Phase, ProbeResult, Transition};
 use super::node::{NodeSnapshot, NodeState};
 use super::outcome::Outcome;
@@ -65,7 +67,30 @@ struct Shared {
     thresholds: HealthThresholds,
     /// Bumped when a node goes DOWN, so attempts in flight on it give up.
     down_signals: Vec<watch::Sender<u64>>,
+    /// Where slots are counted: here, or across a fleet in Redis.
+    accounting: SlotAccounting,
+    /// Rung when a request starts waiting, for the fleet queue's server.
+    queued: Notify,
     state: Mutex<State>,
+}
+
+impl Shared {
+    /// The fleet, when its slots are counted in Redis now (not in fallback).
+    fn shared_fleet(&self) -> Option<&Arc<FleetSlots>> {
+        match &self.accounting {
+            SlotAccounting::Fleet(fleet) if !fleet.in_fallback() => Some(fleet),
+            _ => None,
+        }
+    }
+
+    /// The renders this process may have in flight on a node: its maxconn,
+    /// or in fallback its share of it.
+    fn maxconn(&self, node: usize) -> usize {
+        match &self.accounting {
+            SlotAccounting::Local => self.specs[node].maxconn,
+            SlotAccounting::Fleet(fleet) => fleet.local_maxconn(node),
+        }
+    }
 }
 
 /// The nodes, their load and health, and the queue of waiting requests.
@@ -83,6 +108,10 @@ pub struct Lease {
     down: watch::Receiver<u64>,
     /// Whether the request is a suspect of killing nodes.
     suspect: bool,
+    /// The lease in the fleet's Redis, when slots are counted there.
+    fleet_lease: Option<LeaseId>,
+    /// The node's DOWN count when the lease was taken.
+    life: u64,
     armed: bool,
 }
 
@@ -108,17 +137,28 @@ impl Lease {
         self.down.clone()
     }
 
+    /// The node's life when the lease was taken: how many times it had gone
+    /// DOWN before (so that one death is told from the next).
+    pub fn life(&self) -> u64 {
+        self.life
+    }
+
     /// Gives the slot back by hand, for the one place that holds the lock.
     fn disarm(mut self, state: &mut State) {
         self.armed = false;
         self.give_back(state);
     }
 
-    fn give_back(&self, state: &mut State) {
+    fn give_back(&mut self, state: &mut State) {
         let node = &mut state.nodes[self.node];
         node.in_flight -= 1;
         if self.suspect {
             node.suspects_in_flight -= 1;
+        }
+        if let (Some(lease), SlotAccounting::Fleet(fleet)) =
+            (self.fleet_lease.take(), &self.shared.accounting)
+        {
+            fleet.release(self.node, lease);
         }
     }
 }
@@ -126,9 +166,10 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.armed {
-            let mut state = lock(&self.shared.state);
+            let shared = Arc::clone(&self.shared);
+            let mut state = lock(&shared.state);
             self.give_back(&mut state);
-            dispatch(&self.shared, &mut state);
+            dispatch(&shared, &mut state);
         }
     }
 }
@@ -148,7 +189,7 @@ fn candidates(shared: &Shared, state: &State, tried: &Tried) -> Vec<Candidate> {
         .enumerate()
         .map(|(i, (spec, node))| Candidate {
             in_flight: node.in_flight,
-            maxconn: spec.maxconn,
+            maxconn: shared.maxconn(i),
             weight: spec.weight,
             up: node.health.is_up(),
             tried: tried.contains(i),
@@ -172,19 +213,67 @@ fn take_slot(shared: &Arc<Shared>, state: &mut State, tried: &Tried) -> Option<L
     if suspect {
         taken.suspects_in_flight += 1;
     }
+    // In fallback (Redis unreachable) the lease is counted here by share,
+    // and registered in Redis when it answers again.
+    let fleet_lease = match &shared.accounting {
+        SlotAccounting::Fleet(fleet) => Some(fleet.hold_locally(node)),
+        SlotAccounting::Local => None,
+    };
     Some(Lease {
         shared: Arc::clone(shared),
         node,
         down: shared.down_signals[node].subscribe(),
         suspect,
+        fleet_lease,
+        life: *shared.down_signals[node].borrow(),
         armed: true,
     })
+}
+
+/// What the fleet's slot script may choose from: the nodes UP in this
+/// process's view (which follows the fleet's verdicts) that the request
+/// may use.
+fn fleet_candidates(shared: &Shared, state: &State, tried: &Tried) -> Vec<FleetCandidate> {
+    candidates(shared, state, tried)
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.up && !c.excluded)
+        .map(|(node, c)| FleetCandidate {
+            node,
+            tried: c.tried,
+            preferred: c.preferred,
+        })
+        .collect()
+}
+
+/// A lease for a slot the fleet's script granted.
+fn lease_from_fleet(shared: &Arc<Shared>, state: &mut State, taken: Taken, tried: &Tried) -> Lease {
+    let suspect = tried.is_suspect();
+    let node = &mut state.nodes[taken.node];
+    node.in_flight += 1;
+    if suspect {
+        node.suspects_in_flight += 1;
+    }
+    Lease {
+        shared: Arc::clone(shared),
+        node: taken.node,
+        down: shared.down_signals[taken.node].subscribe(),
+        suspect,
+        fleet_lease: Some(taken.lease),
+        life: *shared.down_signals[taken.node].borrow(),
+        armed: true,
+    }
 }
 
 /// Hands free slots to waiters, oldest first, for as long as there are both.
 /// A waiter that cannot take any free slot (a suspect, where every free node
 /// runs a suspect already) is passed over, not allowed to block the rest.
 fn dispatch(shared: &Arc<Shared>, state: &mut State) {
+    if shared.shared_fleet().is_some() {
+        // The fleet's slots are taken in Redis: the queue's server does it.
+        shared.queued.notify_one();
+        return;
+    }
     let mut position = 0;
     while position < state.queue.len() && any_free_slot(shared, state) {
         let Some(tried) = state.queue.iter().nth(position).map(|w| w.tried.clone()) else {
@@ -208,7 +297,8 @@ fn any_free_slot(shared: &Shared, state: &State) -> bool {
         .specs
         .iter()
         .zip(&state.nodes)
-        .any(|(spec, node)| node.health.is_up() && node.in_flight < spec.maxconn)
+        .enumerate()
+        .any(|(i, (_, node))| node.health.is_up() && node.in_flight < shared.maxconn(i))
 }
 
 fn snapshots(shared: &Shared, state: &State, now: Instant) -> Vec<NodeSnapshot> {
@@ -219,6 +309,9 @@ fn snapshots(shared: &Shared, state: &State, now: Instant) -> Vec<NodeSnapshot> 
         .map(|(spec, node)| NodeSnapshot::of(spec, node, now))
         .collect()
 }
+
+/// How often the fleet queue's head tries again with no announcement.
+const FLEET_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Takes a waiter out of the queue if its request is dropped while waiting.
 struct WaiterGuard<'a> {
@@ -242,6 +335,16 @@ impl Pool {
         thresholds: HealthThresholds,
         policy: Box<dyn SelectionPolicy>,
     ) -> Self {
+        Self::with_accounting(specs, thresholds, policy, SlotAccounting::Local)
+    }
+
+    /// A pool whose slots are counted as `accounting` says.
+    pub fn with_accounting(
+        specs: Vec<NodeSpec>,
+        thresholds: HealthThresholds,
+        policy: Box<dyn SelectionPolicy>,
+        accounting: SlotAccounting,
+    ) -> Self {
         let now = Instant::now();
         let nodes = specs.iter().map(|_| NodeState::new(now)).collect();
         let down_signals = specs.iter().map(|_| watch::channel(0).0).collect();
@@ -250,6 +353,8 @@ impl Pool {
                 specs,
                 thresholds,
                 down_signals,
+                accounting,
+                queued: Notify::new(),
                 state: Mutex::new(State {
                     nodes,
                     policy,
@@ -272,7 +377,16 @@ impl Pool {
     /// or DOWN. Dropping the future while it waits leaves no trace.
     pub async fn acquire(&self, tried: &Tried, deadline: Instant) -> Result<Lease, AcquireError> {
         let started = Instant::now();
-        let (id, mut grant) = {
+        if let Some(fleet) = self.shared.shared_fleet() {
+            if let Some(outcome) = self
+                .acquire_from_fleet(fleet, tried, started, deadline)
+                .await
+            {
+                return outcome;
+            }
+            // Redis did not answer: fallback, counted here from now on.
+        }
+        let (id, grant) = {
             let mut state = lock(&self.shared.state);
             if state.closed {
                 return Err(AcquireError::Closed);
@@ -291,6 +405,57 @@ impl Pool {
             dispatch(&self.shared, &mut state);
             waiter
         };
+        self.wait_for_grant(id, grant, started, deadline).await
+    }
+
+    /// The shared-mode acquire: one script call when nobody waits ahead (or
+    /// for a retry), else a place in the local queue, whose head the queue's
+    /// server serves as releases are announced. None when Redis failed and
+    /// the pool fell back to local counting.
+    async fn acquire_from_fleet(
+        &self,
+        fleet: &Arc<FleetSlots>,
+        tried: &Tried,
+        started: Instant,
+        deadline: Instant,
+    ) -> Option<Result<Lease, AcquireError>> {
+        let retry = !tried.is_empty();
+        let candidates = {
+            let state = lock(&self.shared.state);
+            if state.closed {
+                return Some(Err(AcquireError::Closed));
+            }
+            (state.queue.is_empty() || retry).then(|| fleet_candidates(&self.shared, &state, tried))
+        };
+        if let Some(candidates) = candidates {
+            match fleet.take(&candidates).await {
+                Ok(Some(taken)) => {
+                    let mut state = lock(&self.shared.state);
+                    return Some(Ok(lease_from_fleet(&self.shared, &mut state, taken, tried)));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.fall_back(fleet, &error.to_string());
+                    return None;
+                }
+            }
+        }
+        let (id, grant) = {
+            let mut state = lock(&self.shared.state);
+            state.waits += 1;
+            state.queue.push(tried.clone(), retry, started)
+        };
+        self.shared.queued.notify_one();
+        Some(self.wait_for_grant(id, grant, started, deadline).await)
+    }
+
+    async fn wait_for_grant(
+        &self,
+        id: u64,
+        mut grant: oneshot::Receiver<Lease>,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Lease, AcquireError> {
         let mut guard = WaiterGuard {
             pool: self,
             id,
@@ -315,6 +480,116 @@ impl Pool {
                 // Granted in the instant the deadline passed: use it.
                 grant.try_recv().map_err(|_| AcquireError::Closed)
             }
+        }
+    }
+
+    /// Enters fallback after Redis failed: one WARNING, and the waiters are
+    /// served from the local shares at once.
+    pub fn fall_back(&self, fleet: &FleetSlots, why: &str) {
+        if let Some((rank, processes)) = fleet.enter_fallback() {
+            tracing::warn!(
+                target: "scrapy_splash_cluster::fleet",
+                "Redis does not answer ({why}): counting Splash slots in this process, by its \
+                 share of each node's maxconn (rank {} of {processes} processes), until it does",
+                rank + 1
+            );
+        }
+        let mut state = lock(&self.shared.state);
+        dispatch(&self.shared, &mut state);
+    }
+
+    /// Serves the head of the admission queue from the fleet, in shared
+    /// mode: tries again whenever a release or verdict is announced, a
+    /// request starts waiting, and every 100 ms (a lost announcement must
+    /// never strand a request). Ends when `stop` turns true.
+    pub async fn serve_fleet_queue(self, fleet: Arc<FleetSlots>, mut stop: watch::Receiver<bool>) {
+        let wake = Arc::clone(&fleet.wake);
+        loop {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = self.shared.queued.notified() => {}
+                _ = tokio::time::sleep(FLEET_RETRY) => {}
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+            loop {
+                if fleet.in_fallback() {
+                    break; // the local dispatch serves the queue meanwhile
+                }
+                let head = {
+                    let state = lock(&self.shared.state);
+                    if state.closed {
+                        return;
+                    }
+                    state.queue.front().map(|w| {
+                        (
+                            w.id,
+                            w.tried.clone(),
+                            fleet_candidates(&self.shared, &state, &w.tried),
+                        )
+                    })
+                };
+                let Some((id, tried, candidates)) = head else {
+                    break;
+                };
+                match fleet.take(&candidates).await {
+                    Ok(Some(taken)) => {
+                        let mut state = lock(&self.shared.state);
+                        let lease = lease_from_fleet(&self.shared, &mut state, taken, &tried);
+                        let position = state.queue.iter().position(|w| w.id == id);
+                        match position.and_then(|p| state.queue.take(p)) {
+                            Some(waiter) => {
+                                if let Err(lease) = waiter.grant.send(lease) {
+                                    lease.disarm(&mut state);
+                                }
+                            }
+                            // Gave up (timeout, cancel) while the script ran.
+                            None => lease.disarm(&mut state),
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        self.fall_back(&fleet, &error.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the fleet's verdicts into this process's view of its nodes. A
+    /// process that does not run the probes follows them both ways; the
+    /// prober takes only DOWNs (its own probes bring a node back, and an UP
+    /// it reads may predate the DOWN it just published).
+    pub fn follow_fleet(&self, verdicts: &[Option<String>], up_too: bool) {
+        let now = Instant::now();
+        for (node, verdict) in verdicts.iter().enumerate() {
+            if verdict.is_none() && !up_too {
+                continue;
+            }
+            let transition = {
+                let mut state = lock(&self.shared.state);
+                let transition = state.nodes[node].health.follow(verdict.as_deref(), now);
+                self.apply(&mut state, node, transition.as_ref(), false);
+                transition
+            };
+            self.log(node, transition.as_ref());
+        }
+    }
+
+    /// The fleet, for the stats page, when slots are shared.
+    pub fn fleet_report(&self) -> Option<FleetReport> {
+        match &self.shared.accounting {
+            SlotAccounting::Local => None,
+            SlotAccounting::Fleet(fleet) => Some(fleet.report()),
+        }
+    }
+
+    /// Whether this process runs the active probes: always alone, in a fleet
+    /// only the elected prober (and everyone in fallback).
+    pub fn probes_here(&self) -> bool {
+        match &self.shared.accounting {
+            SlotAccounting::Local => true,
+            SlotAccounting::Fleet(fleet) => fleet.in_fallback() || fleet.leading(),
         }
     }
 
@@ -345,7 +620,7 @@ impl Pool {
                 self.shared.thresholds,
                 now,
             );
-            self.apply(&mut state, node, transition.as_ref());
+            self.apply(&mut state, node, transition.as_ref(), true);
             transition
         };
         self.log(node, transition.as_ref());
@@ -364,14 +639,39 @@ impl Pool {
             let transition = state.nodes[node]
                 .health
                 .on_probe(probe, self.shared.thresholds);
-            self.apply(&mut state, node, transition.as_ref());
+            self.apply(&mut state, node, transition.as_ref(), true);
             transition
         };
         self.log(node, transition.as_ref());
         transition
     }
 
-    fn apply(&self, state: &mut State, node: usize, transition: Option<&Transition>) {
+    /// Acts on a change of state; `publish`: this process saw it (a probe,
+    /// a request), so in shared mode every process must hear of it.
+    fn apply(
+        &self,
+        state: &mut State,
+        node: usize,
+        transition: Option<&Transition>,
+        publish: bool,
+    ) {
+        if let (Some(transition), true, Some(fleet)) =
+            (transition, publish, self.shared.shared_fleet())
+        {
+            let verdict = match transition {
+                Transition::WentDown(reason) => Some(reason.clone()),
+                Transition::WentUp(_) => None,
+            };
+            let fleet = Arc::clone(fleet);
+            tokio::spawn(async move {
+                if let Err(error) = fleet.fleet().set_verdict(node, verdict.as_deref()).await {
+                    tracing::debug!(
+                        target: "scrapy_splash_cluster::fleet",
+                        "could not tell the fleet about node {node}: {error}"
+                    );
+                }
+            });
+        }
         match transition {
             Some(Transition::WentDown(_)) => {
                 state.nodes[node].counters.downs += 1;
@@ -573,7 +873,7 @@ mod tests {
 
     fn suspect() -> Tried {
         let mut tried = Tried::default();
-        tried.record_node_death();
+        tried.record_node_death(0, 0);
         tried
     }
 

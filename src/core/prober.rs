@@ -67,6 +67,12 @@ async fn probe_node<T: Transport>(
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
         let started = Instant::now();
+        if !pool.probes_here() {
+            // A fleet probes its nodes once, from the elected process; this
+            // one follows the verdicts, ready to take over.
+            next = started + settings.fast_interval;
+            continue;
+        }
         let endpoint = &pool.specs()[node].endpoint;
         let probe =
             tokio::time::timeout(settings.timeout, transport.probe(endpoint, &settings.path));

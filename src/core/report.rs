@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::error::ClusterError;
+use super::fleet_slots::FleetReport;
 use super::node::NodeSnapshot;
 use super::pool::{Pool, QueueStats};
 
@@ -127,6 +128,8 @@ pub struct ClusterReport {
     pub totals: TotalsSnapshot,
     /// Since the cluster started.
     pub uptime: Duration,
+    /// The fleet this process shares its nodes with, if any.
+    pub fleet: Option<FleetReport>,
 }
 
 /// Where reports come from: the pool and the totals of one cluster.
@@ -154,6 +157,7 @@ impl ReportSource {
             queue: self.pool.queue_stats(),
             totals: self.totals.snapshot(),
             uptime: self.started.elapsed(),
+            fleet: self.pool.fleet_report(),
         }
     }
 }
@@ -209,6 +213,15 @@ impl ClusterReport {
                 "errors": self.totals.errors.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "retries_denied": self.totals.retries_denied,
             },
+            "fleet": self.fleet.as_ref().map(|f| json!({
+                "mode": if f.shared { "shared" } else { "fallback" },
+                "processes": f.processes,
+                "process": f.me,
+                "prober": f.prober,
+                "in_flight": self.nodes.iter().zip(&f.in_flight)
+                    .map(|(n, v)| (n.url.clone(), json!(v)))
+                    .collect::<serde_json::Map<_, _>>(),
+            })),
         })
     }
 
@@ -398,6 +411,30 @@ impl ClusterReport {
             "504 retries the retry budget refused.",
             vec![(String::new(), self.totals.retries_denied as f64)],
         );
+        if let Some(f) = &self.fleet {
+            family(
+                "splash_cluster_fleet_shared",
+                "gauge",
+                "1 while slots are counted across the fleet in Redis, 0 in fallback.",
+                vec![(String::new(), f64::from(u8::from(f.shared)))],
+            );
+            family(
+                "splash_cluster_fleet_processes",
+                "gauge",
+                "Live crawler processes of the fleet, as last seen.",
+                vec![(String::new(), f.processes.len() as f64)],
+            );
+            family(
+                "splash_cluster_node_fleet_in_flight",
+                "gauge",
+                "Renders in flight on the node, every process of the fleet counted.",
+                self.nodes
+                    .iter()
+                    .zip(&f.in_flight)
+                    .map(|(n, v)| (format!("{{node=\"{}\"}}", escape_label(&n.url)), *v as f64))
+                    .collect(),
+            );
+        }
         family(
             "splash_cluster_uptime_seconds",
             "gauge",
@@ -498,6 +535,7 @@ footer{{color:#888;font-size:.8em;margin-top:1rem}}
 <div>waiting<b id="queue-waiting">{waiting}</b></div>
 <div>oldest wait<b id="queue-oldest">{oldest:.1} s</b></div>
 </div>
+{fleet}
 <div class="table"><table id="nodes">
 <thead><tr><th>node</th><th>state</th><th>in flight</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>node failures</th><th>504s</th><th>retries</th><th>redispatches</th><th>DOWNs</th><th>last probe</th></tr></thead>
 <tbody>
@@ -511,6 +549,32 @@ footer{{color:#888;font-size:.8em;margin-top:1rem}}
             waiting = self.queue.waiting,
             oldest = self.queue.oldest_wait.as_secs_f64(),
             uptime = human_duration(self.uptime),
+            fleet = self.fleet_html(),
+        )
+    }
+
+    /// One line on the fleet, and the fleet's renders in flight per node.
+    fn fleet_html(&self) -> String {
+        let Some(f) = &self.fleet else {
+            return String::new();
+        };
+        let per_node: Vec<String> = self
+            .nodes
+            .iter()
+            .zip(&f.in_flight)
+            .map(|(n, v)| format!("{} {v}/{}", escape_html(&n.url), n.maxconn))
+            .collect();
+        format!(
+            "<p id=\"fleet\">fleet: <b>{mode}</b>, {count} live process(es){prober}; \
+             in flight across the fleet: {per_node}</p>\n",
+            mode = if f.shared {
+                "shared"
+            } else {
+                "fallback (Redis unreachable)"
+            },
+            count = f.processes.len(),
+            prober = if f.prober { ", this one probes" } else { "" },
+            per_node = per_node.join(", "),
         )
     }
 }
@@ -596,7 +660,33 @@ mod tests {
                 retries_denied: 0,
             },
             uptime: Duration::from_secs(3700),
+            fleet: None,
         }
+    }
+
+    #[test]
+    fn a_fleet_shows_its_mode_processes_and_renders_in_flight() {
+        let mut r = report();
+        r.fleet = Some(FleetReport {
+            shared: false,
+            processes: vec!["host-1:1".into(), "host-2:7".into()],
+            me: "host-1:1".into(),
+            prober: true,
+            in_flight: vec![4, 0],
+        });
+        let j = r.to_json();
+        assert_eq!(j["fleet"]["mode"], "fallback");
+        assert_eq!(j["fleet"]["processes"].as_array().unwrap().len(), 2);
+        assert_eq!(j["fleet"]["in_flight"]["http://a:8050"], 4);
+        let text = r.to_prometheus();
+        assert!(text.contains("splash_cluster_fleet_shared 0\n"), "{text}");
+        assert!(text.contains("splash_cluster_fleet_processes 2\n"));
+        assert!(text.contains("splash_cluster_node_fleet_in_flight{node=\"http://a:8050\"} 4\n"));
+        let html = r.to_html(2);
+        assert!(html.contains("fallback (Redis unreachable)") && html.contains("this one probes"));
+        // Alone (no fleet), none of it shows.
+        assert!(report().to_json()["fleet"].is_null());
+        assert!(!report().to_prometheus().contains("fleet"));
     }
 
     #[test]

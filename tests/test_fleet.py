@@ -1,0 +1,251 @@
+"""Many crawler processes, one Splash fleet, through a real Redis: real
+Scrapy crawls in their own processes, mock Splash nodes, Debian's
+redis-server (killed and restarted for real)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.crawl_helpers import Crawl, CrawlResult
+from tests.redis_server import RedisServer, free_port
+from tests.test_scrapy import assert_clean, errors, pages, settings_for
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def fleet_settings(nodes, redis: RedisServer, prefix: str, **extra: Any) -> dict[str, Any]:
+    return settings_for(
+        nodes,
+        SPLASH_CLUSTER_MAXCONN=3,
+        CONCURRENT_REQUESTS=8,
+        CONCURRENT_REQUESTS_PER_DOMAIN=8,
+        SPLASH_CLUSTER_REDIS_URL=redis.url,
+        SPLASH_CLUSTER_REDIS_KEY_PREFIX=prefix,
+        **extra,
+    )
+
+
+def new_prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(condition, what: str, timeout: float = 30.0) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def in_progress(nodes) -> int:
+    return sum(n.stats()["in_progress"] for n in nodes)
+
+
+def leases(redis: RedisServer, prefix: str) -> list[str]:
+    """Every lease of the fleet in Redis, expired or not."""
+    cli = ["redis-cli", "-p", str(redis.port)]
+    keys = subprocess.run(
+        [*cli, "--scan", "--pattern", f"{{{prefix}}}:leases:*"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    out: list[str] = []
+    for key in keys:
+        members = subprocess.run(
+            [*cli, "ZRANGE", key, "0", "-1"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        out.extend(members)
+    return out
+
+
+def assert_every_page(result: CrawlResult, count: int) -> None:
+    assert_clean(result)
+    assert not errors(result), errors(result)[:3]
+    assert sorted(i["index"] for i in result.items) == list(range(count))
+
+
+def test_four_crawlers_never_put_more_than_maxconn_on_a_node(splash_nodes, redis):
+    # Nodes accept 20 at once, as a Splash with --slots 20 queues them: only
+    # the fleet's count can keep each at maxconn 3 (alone, each crawler's
+    # own balancer would put up to 4 x 3 = 12 on every node).
+    nodes = splash_nodes(3, latency=0.15, slots=20)
+    prefix = new_prefix()
+    crawls = [
+        Crawl(fleet_settings(nodes, redis, prefix), pages(45, domain=f"site{i}.com"))
+        for i in range(4)
+    ]
+    results = [c.result() for c in crawls]
+    for result in results:
+        assert_every_page(result, 45)
+        assert "shared with every crawler of the fleet" in result.log
+    assert [n.stats()["max_in_progress"] for n in nodes] == [3, 3, 3]
+    assert leases(redis, prefix) == [], "every lease was given back"
+
+
+def test_a_crawler_killed_mid_crawl_frees_its_slots_by_ttl(splash_nodes, redis):
+    nodes = splash_nodes(3, latency=0.3, slots=20)
+    prefix = new_prefix()
+    ttl = 2.0
+    settings = fleet_settings(nodes, redis, prefix, SPLASH_CLUSTER_REDIS_LEASE_TTL=ttl)
+    victim = Crawl(settings, pages(200, domain="victim.com"))
+    # The victim alone fills the fleet (9 slots) before the others start.
+    wait_for(lambda: len(leases(redis, prefix)) == 9, "the victim's 9 leases")
+    others = [Crawl(settings, pages(60, domain=f"site{i}.com")) for i in range(3)]
+    victim.kill()
+    victim.result()
+    killed_at = time.monotonic()
+    # Its leases stay until they expire: nobody gave them back.
+    gone_after = wait_for(
+        lambda: not any(f"/{victim.proc.pid}/" in lease for lease in leases(redis, prefix)),
+        "the killed crawler's leases to expire",
+    )
+    assert gone_after <= ttl + 1.0, gone_after
+    for node in nodes:
+        node.reset_stats()
+    results = [c.result() for c in others]
+    for result in results:
+        assert_every_page(result, 60)
+    # The survivors used the freed slots: every node at maxconn again, no more.
+    assert [n.stats()["max_in_progress"] for n in nodes] == [3, 3, 3]
+    assert time.monotonic() - killed_at > gone_after
+
+
+def fleet_seen_by(port: int) -> dict[str, Any] | None:
+    """The fleet as one crawler's stats page shows it (None before it listens)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/stats.json",
+        headers={"Authorization": "Basic " + base64.b64encode(b"scrapy:pw").decode()},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=2) as answer:
+            return json.loads(answer.read())["fleet"]
+    except OSError:
+        return None
+
+
+def test_redis_killed_mid_crawl_and_back_loses_nothing(splash_nodes, redis):
+    nodes = splash_nodes(3, latency=0.15, slots=20)
+    prefix = new_prefix()
+    ports = [free_port() for _ in range(4)]
+    crawls = [
+        Crawl(
+            fleet_settings(
+                nodes,
+                redis,
+                prefix,
+                SPLASH_CLUSTER_REDIS_LEASE_TTL=3.0,
+                SPLASH_CLUSTER_STATS_PORT=port,
+                SPLASH_CLUSTER_STATS_PASSWORD="pw",
+            ),
+            pages(150, domain=f"site{i}.com"),
+        )
+        for i, port in enumerate(ports)
+    ]
+    # Redis dies once every crawler has seen the four of them: the shares
+    # are split among the processes each last saw alive.
+    for port in ports:
+        wait_for(
+            lambda port=port: len((fleet_seen_by(port) or {}).get("processes", [])) == 4,
+            "every crawler to see the whole fleet",
+        )
+    redis.kill()
+    # Each crawler falls back on its share (3 slots among 4 crawlers: 1, 1,
+    # 1, 0 per node). The renders a crawler held above its share when Redis
+    # died end within one render (0.15 s) while the others take theirs, so
+    # the count starts once they have: from then on, through Redis coming
+    # back, no node runs more than maxconn.
+    time.sleep(0.5)
+    for node in nodes:
+        node.reset_stats()
+    time.sleep(0.5)
+    redis.start()
+    results = [c.result() for c in crawls]
+    for result in results:
+        assert_every_page(result, 150)
+        assert result.log.count("Redis does not answer") == 1, result.log[-2000:]
+        assert "Redis answers again" in result.log
+    assert max(n.stats()["max_in_progress"] for n in nodes) <= 3
+
+
+def verdict(redis: RedisServer, prefix: str, node) -> str:
+    return subprocess.run(
+        ["redis-cli", "-p", str(redis.port), "HGET", f"{{{prefix}}}:verdicts", node.url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_a_node_one_crawler_found_dead_is_down_for_every_crawler(splash_nodes, redis):
+    nodes = splash_nodes(3, latency=0.2, slots=20)
+    prefix = new_prefix()
+    settings = fleet_settings(nodes, redis, prefix)
+    first = Crawl(settings, pages(120, domain="first.com"))
+    wait_for(lambda: len(leases(redis, prefix)) >= 6, "the first crawler at work")
+    nodes[0].kill()
+    wait_for(lambda: verdict(redis, prefix, nodes[0]).startswith("DOWN"), "the fleet's verdict")
+    # Crawlers that start now never met the dead node: they must not try it.
+    later = [Crawl(settings, pages(40, domain=f"site{i}.com")) for i in range(2)]
+    results = [c.result() for c in [first, *later]]
+    for result, count in zip(results, [120, 40, 40], strict=True):
+        assert_every_page(result, count)
+    for result in results[1:]:
+        tried_dead = [
+            attempt
+            for item in result.items
+            for attempt in item["attempts"]
+            if attempt[0] == nodes[0].url
+        ]
+        assert tried_dead == [], tried_dead[:3]
+        assert f"Splash node {nodes[0].url} is DOWN: DOWN for the fleet" in result.log
+
+
+def prober(redis: RedisServer, prefix: str) -> str:
+    return subprocess.run(
+        ["redis-cli", "-p", str(redis.port), "GET", f"{{{prefix}}}:prober"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_when_the_prober_dies_another_crawler_probes(splash_nodes, redis):
+    nodes = splash_nodes(3, latency=0.2, slots=20)
+    prefix = new_prefix()
+    settings = fleet_settings(nodes, redis, prefix)
+    first = Crawl(settings, pages(400, domain="first.com"))
+    wait_for(lambda: f"/{first.proc.pid}/" in prober(redis, prefix), "the first crawler to probe")
+    second = Crawl(settings, pages(150, domain="second.com"))
+    wait_for(lambda: len(leases(redis, prefix)) >= 6, "both at work")
+    first.kill()
+    first.result()
+    # The lock lives two probe intervals (0.4 s): the second takes it over.
+    wait_for(lambda: f"/{second.proc.pid}/" in prober(redis, prefix), "the second to probe")
+    # A frozen node answers nothing and refuses nothing: only probes find it.
+    nodes[0].freeze()
+    try:
+        wait_for(lambda: verdict(redis, prefix, nodes[0]).startswith("DOWN"), "DOWN by probes")
+    finally:
+        nodes[0].unfreeze()
+    result = second.result()
+    assert_every_page(result, 150)
+    assert "this process now runs the fleet's Splash probes" in result.log
+    assert f"Splash node {nodes[0].url} is DOWN: 2 failed probes in a row" in result.log
