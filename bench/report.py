@@ -26,6 +26,9 @@ from scenarios import (
 
 HERE = Path(__file__).resolve().parent
 NOTES = HERE / "NOTES.md"
+# Focused benchmarks (bench/log_level.py, bench/fleet.py, ...) keep their
+# latest results here, one file each, so that `make bench` keeps them.
+SECTIONS = HERE / "sections"
 COLOURS = {CLUSTER: "#1f77b4", HAPROXY: "#d62728", SINGLE: "#7f7f7f"}
 
 
@@ -670,6 +673,8 @@ def write(results: Path, doc: Path) -> None:
     ]
     if NOTES.exists():
         lines += [NOTES.read_text().strip(), ""]
+    for section in sorted(SECTIONS.glob("*.md")):
+        lines += [section.read_text().strip(), ""]
     lines += ["## Scenarios", ""]
     for scenario in SCENARIOS:
         if _contenders_in(runs, scenario.name):

@@ -245,6 +245,11 @@ impl FleetSlots {
         }
     }
 
+    /// The live processes of the fleet, as last seen (1 before any view).
+    pub fn processes(&self) -> usize {
+        lock(&self.view).as_ref().map_or(1, |view| view.processes.len())
+    }
+
     /// Whether this process runs the fleet's probes now.
     pub fn leading(&self) -> bool {
         self.leading.load(Ordering::Acquire)
