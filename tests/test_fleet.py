@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from scrapy_splash_cluster.cli import main as cli_main
 
 from tests.crawl_helpers import Crawl, CrawlResult
 from tests.redis_server import RedisServer, free_port
@@ -249,3 +250,27 @@ def test_when_the_prober_dies_another_crawler_probes(splash_nodes, redis):
     assert_every_page(result, 150)
     assert "this process now runs the fleet's Splash probes" in result.log
     assert f"Splash node {nodes[0].url} is DOWN: 2 failed probes in a row" in result.log
+
+
+def test_status_prints_the_fleet_as_redis_holds_it(splash_nodes, redis, capsys):
+    nodes = splash_nodes(3, latency=0.3, slots=20)
+    prefix = new_prefix()
+    crawls = [
+        Crawl(fleet_settings(nodes, redis, prefix), pages(60, domain=f"site{i}.com"))
+        for i in range(2)
+    ]
+    wait_for(lambda: len(leases(redis, prefix)) >= 6, "the fleet at work")
+    code = cli_main(["status", "--redis", redis.url, "--prefix", prefix, "--json"])
+    fleet = json.loads(capsys.readouterr().out)
+    for crawl in crawls:
+        assert_every_page(crawl.result(), 60)
+    assert code == 0
+    assert sorted(n["url"] for n in fleet["nodes"]) == sorted(n.url for n in nodes)
+    assert all(n["maxconn"] == 3 and n["in_flight"] <= 3 for n in fleet["nodes"])
+    assert sum(n["in_flight"] for n in fleet["nodes"]) >= 6
+    assert len(fleet["processes"]) == 2 and fleet["prober"] in fleet["processes"]
+    # A Redis that is not there: exit 2, the setting named, no password shown.
+    code = cli_main(["status", "--redis", f"redis://:pw-secret@127.0.0.1:{free_port()}/0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "SPLASH_CLUSTER_REDIS_URL" in err and "pw-secret" not in err, err

@@ -168,3 +168,8 @@ class SplashCluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> asyncio.Future[None]: ...
+
+def _fleet_status(url: str, prefix: str) -> dict[str, Any]:
+    """The shared fleet under `prefix` as the Redis at `url` holds it, read
+    without joining it: nodes (url, maxconn, weight, in_flight, down),
+    processes, prober. ConnectionError when Redis cannot be read."""

@@ -4,6 +4,11 @@
 for life and latency, ``/_debug`` for its own view of its load) and prints a
 table, or JSON with ``--json``. The exit code is 1 when a node is down, so
 scripts and health checks can use it.
+
+``splash-cluster status --redis REDIS_URL [--prefix P]`` prints the shared
+fleet as Redis holds it instead: per node its maxconn, the renders in flight
+across every crawler and the fleet's verdict; the live crawlers and the one
+that probes. It reads, never joins, the fleet.
 """
 
 from __future__ import annotations
@@ -112,16 +117,59 @@ def _table(statuses: list[NodeStatus]) -> str:
     )
 
 
+def _fleet_table(fleet: dict[str, Any]) -> str:
+    rows = [("NODE", "STATE", "IN FLIGHT", "NOTE")]
+    for node in fleet["nodes"]:
+        state = "DOWN" if node["down"] else "UP"
+        rows.append(
+            (node["url"], state, f"{node['in_flight']}/{node['maxconn']}", node["down"] or "")
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.append(f"crawlers: {len(fleet['processes'])} live; prober: {fleet['prober'] or 'none'}")
+    lines += [f"  {process}" for process in fleet["processes"]]
+    return "\n".join(lines)
+
+
+def _fleet_status(url: str, prefix: str, as_json: bool) -> int:
+    from scrapy_splash_cluster._core import _fleet_status as read_fleet
+
+    try:
+        fleet = read_fleet(url, prefix)
+    except ConnectionError as error:
+        print(f"splash-cluster: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(fleet, indent=2) if as_json else _fleet_table(fleet))
+    return 1 if any(node["down"] for node in fleet["nodes"]) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="splash-cluster", description="Look at a cluster of Splash nodes."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="probe nodes once and print their state")
-    status.add_argument("urls", nargs="+", metavar="URL", help="Splash node URL")
+    status.add_argument("urls", nargs="*", metavar="URL", help="Splash node URL")
+    status.add_argument(
+        "--redis",
+        metavar="REDIS_URL",
+        help="print the shared fleet as this Redis holds it (SPLASH_CLUSTER_REDIS_URL)",
+    )
+    status.add_argument(
+        "--prefix",
+        default="splash_cluster",
+        help="the fleet's key prefix (SPLASH_CLUSTER_REDIS_KEY_PREFIX; splash_cluster)",
+    )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument("--timeout", type=float, default=3.0, help="seconds per probe (3)")
     args = parser.parse_args(argv)
+    if args.redis:
+        return _fleet_status(args.redis, args.prefix, args.json)
+    if not args.urls:
+        parser.error("give node URLs, or --redis REDIS_URL for a shared fleet")
     for url in args.urls:
         parts = urlsplit(split_credentials(url)[1])
         if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -5,6 +5,7 @@ mod cluster;
 mod completion;
 mod config;
 mod errors;
+mod fleet;
 mod interpreter;
 mod logging;
 mod snapshot;
@@ -20,5 +21,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<snapshot::NodeSnapshot>()?;
     errors::register(m)?;
     interpreter::register(m)?;
+    fleet::register(m)?;
     Ok(())
 }

@@ -294,7 +294,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
 
 /// The names of a fleet's keys, all under one hash tag.
 #[derive(Debug, Clone)]
-struct Keys {
+pub(crate) struct Keys {
     nodes: String,
     verdicts: String,
     processes: String,
@@ -305,6 +305,17 @@ struct Keys {
 }
 
 impl Keys {
+    /// The key of a node's leases, for readers of the layout.
+    pub(crate) fn leases_of(prefix: &str, node_key: &str) -> String {
+        format!("{{{prefix}}}:leases:{node_key}")
+    }
+
+    /// The fleet-wide keys: nodes, verdicts, processes, prober.
+    pub(crate) fn fleet_keys(prefix: &str) -> [String; 4] {
+        let keys = Keys::new(prefix, &[]);
+        [keys.nodes, keys.verdicts, keys.processes, keys.prober]
+    }
+
     fn new(prefix: &str, nodes: &[FleetNode]) -> Self {
         let tag = format!("{{{prefix}}}");
         Self {
@@ -315,7 +326,7 @@ impl Keys {
             events: format!("{tag}:events"),
             leases: nodes
                 .iter()
-                .map(|n| format!("{tag}:leases:{}", n.key))
+                .map(|n| Keys::leases_of(prefix, &n.key))
                 .collect(),
         }
     }
@@ -729,7 +740,7 @@ fn validate_nodes(nodes: &[FleetNode]) -> Result<(), FleetError> {
 }
 
 /// Tells a refused connection and a failed AUTH from the rest.
-fn classify_connect_error(e: &RedisError, url: &str, password: Option<&str>) -> FleetError {
+pub(crate) fn classify_connect_error(e: &RedisError, url: &str, password: Option<&str>) -> FleetError {
     let detail = scrub(&e.to_string(), password);
     let url = url.to_owned();
     let auth_failed = e.kind() == ErrorKind::AuthenticationFailed
@@ -749,7 +760,7 @@ fn classify_connect_error(e: &RedisError, url: &str, password: Option<&str>) -> 
 }
 
 /// The password of a URL that may not parse, to scrub from messages.
-fn password_of(url: &str) -> Option<String> {
+pub(crate) fn password_of(url: &str) -> Option<String> {
     let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
     let userinfo = &rest[..rest.rfind('@')?];
     userinfo.split_once(':').map(|(_, p)| p.to_owned())

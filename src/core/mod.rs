@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod fleet_slots;
+pub mod fleet_status;
 pub mod fleet_sync;
 pub mod health;
 pub mod http;
