@@ -57,6 +57,12 @@
 //! | `verdict.lua` | sets or clears a node's DOWN verdict; publishes a `verdict` when it changed |
 //! | `prober.lua` | takes the prober lock if free, renews it if ours |
 //!
+//! The take script scans every candidate: about 2.4 us of Redis time per
+//! candidate, measured on loopback (server time per take 13 us at 3 nodes,
+//! 115 us at 50, 480 us at 200; round trip p50 31 / 150 / 600 us). At 1,000
+//! renders/s that is 1%, 12% and 48% of Redis's one core: past about 50
+//! nodes, sampling (two random choices) should replace the full scan.
+//!
 //! The keys are ready for Redis Cluster, the connection is not yet: it is
 //! one ConnectionManager to one server (a primary, or a proxy in front of a
 //! cluster); a cluster client (redis-rs `cluster-async`) is a follow-up.

@@ -28,7 +28,9 @@ end
 local now = now_ms()
 local start = tonumber(ARGV[3]) % n
 -- One HMGET each for the specs and the verdicts, one ZCOUNT per candidate
--- (unexpired leases; only the chosen node's set is purged): 3 + n calls.
+-- (unexpired leases; only the chosen node's set is purged): 3 + n calls,
+-- about 2.4 us of server time per candidate (measured on loopback: 13 us at
+-- 3 nodes, 115 at 50, 480 at 200; fleet_tests.rs take_latency).
 local node_keys = {}
 for i = 1, n do
   node_keys[i] = ARGV[4 + 3 * (i - 1)]
