@@ -274,3 +274,28 @@ def test_status_prints_the_fleet_as_redis_holds_it(splash_nodes, redis, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "SPLASH_CLUSTER_REDIS_URL" in err and "pw-secret" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:6379/0", "redis:// or rediss:// URL"),
+        ("redis://:pw-secret@127.0.0.1:{closed}/0", "SPLASH_CLUSTER_REDIS_URL"),
+        ("redis://:wrong-secret@127.0.0.1:{auth}/0", "SPLASH_CLUSTER_REDIS_URL"),
+    ],
+    ids=["bad-scheme", "refused", "auth-failed"],
+)
+def test_a_fleet_that_cannot_be_joined_stops_the_crawl_before_its_first_request(
+    splash_nodes, url, says
+):
+    (node,) = splash_nodes(1)
+    guarded = RedisServer(password="right-secret")
+    try:
+        url = url.format(closed=free_port(), auth=guarded.port)
+        result = Crawl(settings_for([node], SPLASH_CLUSTER_REDIS_URL=url), pages(3)).result()
+    finally:
+        guarded.stop()
+    assert result.returncode != 0 or result.finish_reason != "finished"
+    assert says in result.log, result.log[-2000:]
+    assert "secret" not in result.log
+    assert node.stats()["requests"] == 0, "a request went out"
