@@ -165,6 +165,15 @@ def test_cache_args_on_a_cluster_with_a_restart(splash_nodes):
     restarted = f"splash_cluster/nodes/127.0.0.1:{nodes[1].port}"
     assert stats["splash_cluster/args/expired"] >= 1
     assert stats[f"{restarted}/expired_args"] == stats["splash_cluster/args/expired"]
+    # A resend after a 498 is not a retry: only attempts after another
+    # outcome count in splash_cluster/retries.
+    retries = sum(
+        1
+        for item in result.items
+        for previous in item["attempts"][:-1]
+        if not previous[1].startswith("498")
+    )
+    assert stats.get("splash_cluster/retries", 0) == retries
     # Failures are the renders the restart cut short, never the 498s.
     attempts = [a for item in result.items for a in item["attempts"]]
     cut_short = [

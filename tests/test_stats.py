@@ -207,3 +207,19 @@ def test_status_command_is_installed(splash_nodes):
     )
     assert bad.returncode == 2
     assert "invalid node URL 'node-1:8050'" in bad.stderr
+
+
+def test_status_probes_nodes_directly_whatever_http_proxy_says(splash_nodes, capsys, monkeypatch):
+    # A proxy in the environment would see the node's Authorization header
+    # (and answer for the node); a dead one here makes any use of it show.
+    (a,) = splash_nodes(1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{dead}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert cli_main(["status", "--json", a.url.replace("http://", "http://u:pw@")]) == 0
+    (status,) = json.loads(capsys.readouterr().out)
+    assert status["state"] == "UP", status
