@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from parsel import Selector
 
-from tests.crawl_helpers import run_crawl
+from tests.crawl_helpers import Crawl
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 USER, PASSWORD = "scrapy", "browser-test-pw"
@@ -41,6 +42,22 @@ def stats_json(url: str) -> dict[str, Any]:
     )
     with urllib.request.urlopen(request, timeout=5) as answer:
         return json.loads(answer.read())
+
+
+def answers(page: str) -> bool:
+    try:
+        stats_json(page)
+    except OSError:
+        return False
+    return True
+
+
+def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess[str]:
@@ -69,7 +86,7 @@ def test_browser_shows_the_states_and_counts_the_core_reports(splash_nodes, tmp_
             "--window-size=1280,520", f"--screenshot={screenshot}", with_credentials
         )
 
-    result = run_crawl(
+    crawl = Crawl(
         {
             "SPLASH_URLS": [a.url, b.url],
             "SPLASH_CLUSTER_STATS_PORT": port,
@@ -80,10 +97,22 @@ def test_browser_shows_the_states_and_counts_the_core_reports(splash_nodes, tmp_
             "CONCURRENT_REQUESTS_PER_DOMAIN": 10,
         },
         [{"url": f"http://example.com/{i}"} for i in range(150)],
-        during=[(0.5, lambda: a.set_fault("refuse")), (3.0, look)],
     )
+    try:
+        wait_for(lambda: answers(page), "the stats page")
+        a.set_fault("refuse")
+        wait_for(
+            lambda: any(n["state"] == "DOWN" for n in stats_json(page)["nodes"]),
+            "node a DOWN on the page",
+        )
+        # The crawl must still run while the browser looks: node b renders
+        # slowly meanwhile, so pages are left whatever the browser's pace.
+        b.set_fault("latency", latency=3.0)
+        look()
+    finally:
+        b.set_fault("none")
+        result = crawl.result()
     assert result.returncode == 0, result.log[-2000:]
-    assert "dom" in seen, "the crawl ended before the browser looked"
     assert seen["dom"].returncode == 0, seen["dom"].stderr[-2000:]
     dom = Selector(seen["dom"].stdout)
     rows = {
