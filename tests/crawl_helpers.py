@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,18 @@ class CrawlResult:
 
     def by_index(self) -> dict[int, dict[str, Any]]:
         return {item["index"]: item for item in self.items}
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> float:
+    """Polls `condition` until it holds; the seconds that took. An event a
+    test needs is waited for, never slept for; the timeout only keeps a bug
+    from hanging the suite."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+    return time.monotonic() - started
 
 
 def _limit_open_files(limit: int) -> Callable[[], None]:

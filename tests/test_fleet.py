@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from scrapy_splash_cluster.cli import main as cli_main
 
-from tests.crawl_helpers import Crawl, CrawlResult
+from tests.crawl_helpers import Crawl, CrawlResult, wait_for
 from tests.redis_server import RedisServer, free_port
 from tests.test_scrapy import assert_clean, errors, pages, settings_for
 
@@ -46,34 +46,21 @@ def new_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
 
 
-def wait_for(condition, what: str, timeout: float = 30.0) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - started
-
-
 def in_progress(nodes) -> int:
     return sum(n.stats()["in_progress"] for n in nodes)
 
 
+def redis_cli(redis: RedisServer, *args: str) -> str:
+    return subprocess.run(
+        ["redis-cli", "-p", str(redis.port), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def leases(redis: RedisServer, prefix: str) -> list[str]:
     """Every lease of the fleet in Redis, expired or not."""
-    cli = ["redis-cli", "-p", str(redis.port)]
-    keys = subprocess.run(
-        [*cli, "--scan", "--pattern", f"{{{prefix}}}:leases:*"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
     out: list[str] = []
-    for key in keys:
-        members = subprocess.run(
-            [*cli, "ZRANGE", key, "0", "-1"], capture_output=True, text=True, check=True
-        ).stdout.split()
-        out.extend(members)
+    for key in redis_cli(redis, "--scan", "--pattern", f"{{{prefix}}}:leases:*").split():
+        out.extend(redis_cli(redis, "ZRANGE", key, "0", "-1").split())
     return out
 
 
@@ -187,12 +174,7 @@ def test_redis_killed_mid_crawl_and_back_loses_nothing(splash_nodes, redis):
 
 
 def verdict(redis: RedisServer, prefix: str, node) -> str:
-    return subprocess.run(
-        ["redis-cli", "-p", str(redis.port), "HGET", f"{{{prefix}}}:verdicts", node.url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    return redis_cli(redis, "HGET", f"{{{prefix}}}:verdicts", node.url)
 
 
 def test_a_node_one_crawler_found_dead_is_down_for_every_crawler(splash_nodes, redis):
@@ -220,12 +202,7 @@ def test_a_node_one_crawler_found_dead_is_down_for_every_crawler(splash_nodes, r
 
 
 def prober(redis: RedisServer, prefix: str) -> str:
-    return subprocess.run(
-        ["redis-cli", "-p", str(redis.port), "GET", f"{{{prefix}}}:prober"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    return redis_cli(redis, "GET", f"{{{prefix}}}:prober")
 
 
 def test_when_the_prober_dies_another_crawler_probes(splash_nodes, redis):

@@ -4,7 +4,6 @@ against mock nodes that implement save_args / load_args / 498 per node."""
 from __future__ import annotations
 
 import threading
-import time
 from http.cookiejar import CookieJar
 from typing import Any
 
@@ -13,7 +12,7 @@ from scrapy_splash_cluster import SplashRequest
 from scrapy_splash_cluster.argcache import ArgumentStore, json_hash
 from scrapy_splash_cluster.cookies import SplashCookiesMiddleware, cookie_to_har, har_to_cookie
 
-from tests.crawl_helpers import run_crawl
+from tests.crawl_helpers import run_crawl, wait_for
 from tests.test_scrapy import assert_clean, errors, settings_for
 
 LUA_10KB = "function main(splash, args)\n" + "  -- padding\n" * 850 + "  return 1\nend\n"
@@ -100,14 +99,6 @@ def test_session_cookies_carry_across_nodes(splash_nodes, login_site):
     assert login["data"]["cookies"][0]["name"] == "sid"
     assert "Welcome back" in account["text"]
     assert login["node"] != account["node"], "the session must survive a change of node"
-
-
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def statuses(node) -> list[Any]:

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 from parsel import Selector
 
-from tests.crawl_helpers import Crawl
+from tests.crawl_helpers import Crawl, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 USER, PASSWORD = "scrapy", "browser-test-pw"
@@ -50,14 +49,6 @@ def answers(page: str) -> bool:
     except OSError:
         return False
     return True
-
-
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,11 @@ use crate::core::fleet_status;
 /// it: {"nodes": [{"url", "maxconn", "weight", "in_flight", "down"}],
 /// "processes": [...], "prober": id or None}.
 #[pyfunction]
-fn _fleet_status<'py>(py: Python<'py>, url: String, prefix: String) -> PyResult<Bound<'py, PyDict>> {
+fn _fleet_status<'py>(
+    py: Python<'py>,
+    url: String,
+    prefix: String,
+) -> PyResult<Bound<'py, PyDict>> {
     let status = py
         .detach(|| {
             pyo3_async_runtimes::tokio::get_runtime().block_on(fleet_status::read(&url, &prefix))

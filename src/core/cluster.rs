@@ -499,7 +499,15 @@ mod tests {
     );
 
     fn cluster(scripts: &[(&str, Script)], probes_ok: bool) -> Cluster<Fake> {
-        let options = ClusterOptions {
+        cluster_tuned(scripts, probes_ok, |_| {})
+    }
+
+    fn cluster_tuned(
+        scripts: &[(&str, Script)],
+        probes_ok: bool,
+        tune: impl FnOnce(&mut ClusterOptions),
+    ) -> Cluster<Fake> {
+        let mut options = ClusterOptions {
             nodes: scripts
                 .iter()
                 .map(|(n, _)| NodeOptions {
@@ -509,6 +517,7 @@ mod tests {
                 .collect(),
             ..ClusterOptions::default()
         };
+        tune(&mut options);
         Cluster::start(
             options.validate().unwrap(),
             Fake::new(scripts, probes_ok),
@@ -680,23 +689,7 @@ mod tests {
         scripts: &[(&str, Script)],
         tune: impl FnOnce(&mut ClusterOptions),
     ) -> Cluster<Fake> {
-        let mut options = ClusterOptions {
-            nodes: scripts
-                .iter()
-                .map(|(n, _)| NodeOptions {
-                    url: format!("http://{n}"),
-                    ..NodeOptions::default()
-                })
-                .collect(),
-            ..ClusterOptions::default()
-        };
-        tune(&mut options);
-        Cluster::start(
-            options.validate().unwrap(),
-            Fake::new(scripts, true),
-            Box::new(crate::core::selection::LeastConn::new()),
-        )
-        .unwrap()
+        cluster_tuned(scripts, true, tune)
     }
 
     #[tokio::test(start_paused = true)]

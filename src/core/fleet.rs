@@ -746,7 +746,11 @@ fn validate_nodes(nodes: &[FleetNode]) -> Result<(), FleetError> {
 }
 
 /// Tells a refused connection and a failed AUTH from the rest.
-pub(crate) fn classify_connect_error(e: &RedisError, url: &str, password: Option<&str>) -> FleetError {
+pub(crate) fn classify_connect_error(
+    e: &RedisError,
+    url: &str,
+    password: Option<&str>,
+) -> FleetError {
     let detail = scrub(&e.to_string(), password);
     let url = url.to_owned();
     let auth_failed = e.kind() == ErrorKind::AuthenticationFailed

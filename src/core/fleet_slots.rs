@@ -69,6 +69,9 @@ pub struct FleetSlots {
     rotation: AtomicUsize,
     /// Whether this process runs the fleet's probes.
     leading: AtomicBool,
+    /// When Redis last answered this process, and for how long after that
+    /// its word is taken as current (two renewal periods).
+    heard: Mutex<(Instant, Duration)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,6 +109,7 @@ impl FleetSlots {
             view: Mutex::new(None),
             rotation: AtomicUsize::new(0),
             leading: AtomicBool::new(false),
+            heard: Mutex::new((Instant::now(), Duration::from_secs(1))),
         });
         (slots, receiver)
     }
@@ -134,10 +138,29 @@ impl FleetSlots {
         }
     }
 
+    /// Records that Redis answered.
+    pub fn heard_from_redis(&self) {
+        lock(&self.heard).0 = Instant::now();
+    }
+
+    /// How long Redis's last answer is taken as current.
+    pub fn set_freshness(&self, fresh_for: Duration) {
+        lock(&self.heard).1 = fresh_for;
+    }
+
+    /// Whether Redis answered recently enough that a lease may pass to the
+    /// next request without asking it (see the pool's hand-over): a process
+    /// whose Redis went silent must stop using slots it cannot renew.
+    pub fn heard_recently(&self) -> bool {
+        let (at, fresh_for) = *lock(&self.heard);
+        at.elapsed() <= fresh_for
+    }
+
     /// Takes a lease through the fleet's script.
     pub async fn take(&self, candidates: &[FleetCandidate]) -> Result<Option<Taken>, FleetError> {
         let start = self.rotation.fetch_add(1, Ordering::Relaxed);
         let taken = self.fleet.take(candidates, start).await?;
+        self.heard_from_redis();
         if let Some(taken) = &taken {
             lock(&self.held).insert(taken.lease.0.clone(), taken.node);
         }
@@ -247,7 +270,9 @@ impl FleetSlots {
 
     /// The live processes of the fleet, as last seen (1 before any view).
     pub fn processes(&self) -> usize {
-        lock(&self.view).as_ref().map_or(1, |view| view.processes.len())
+        lock(&self.view)
+            .as_ref()
+            .map_or(1, |view| view.processes.len())
     }
 
     /// Whether this process runs the fleet's probes now.

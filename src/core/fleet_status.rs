@@ -41,7 +41,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn read(url: &str, prefix: &str) -> Result<FleetStatus, FleetError> {
     let shown = mask_password(url);
     let password = password_of(url);
-    let client = Client::open(url).map_err(|e| classify_connect_error(&e, &shown, password.as_deref()))?;
+    let client =
+        Client::open(url).map_err(|e| classify_connect_error(&e, &shown, password.as_deref()))?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT));
@@ -51,16 +52,21 @@ pub async fn read(url: &str, prefix: &str) -> Result<FleetStatus, FleetError> {
         .await
         .map_err(fail)?;
     let [nodes_key, verdicts_key, processes_key, prober_key] = Keys::fleet_keys(prefix);
-    let (time, nodes, verdicts, prober): (Vec<u64>, Vec<(String, String)>, Vec<(String, String)>, Option<String>) =
-        redis::pipe()
-            .cmd("TIME")
-            .hgetall(&nodes_key)
-            .hgetall(&verdicts_key)
-            .get(&prober_key)
-            .query_async(&mut connection)
-            .await
-            .map_err(fail)?;
-    let now_ms = time.first().copied().unwrap_or(0) * 1000 + time.get(1).copied().unwrap_or(0) / 1000;
+    let (time, nodes, verdicts, prober): (
+        Vec<u64>,
+        Vec<(String, String)>,
+        Vec<(String, String)>,
+        Option<String>,
+    ) = redis::pipe()
+        .cmd("TIME")
+        .hgetall(&nodes_key)
+        .hgetall(&verdicts_key)
+        .get(&prober_key)
+        .query_async(&mut connection)
+        .await
+        .map_err(fail)?;
+    let now_ms =
+        time.first().copied().unwrap_or(0) * 1000 + time.get(1).copied().unwrap_or(0) / 1000;
     let mut pipe = redis::pipe();
     pipe.zrangebyscore(&processes_key, format!("({now_ms}"), "+inf");
     for (key, _) in &nodes {

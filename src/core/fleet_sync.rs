@@ -84,6 +84,7 @@ pub fn spawn(
     let FleetLink {
         slots, releases, ..
     } = link;
+    slots.set_freshness(settings.period * 2);
     let watcher = slots.fleet().watch(Arc::clone(&slots.wake));
     let mut stop_watcher = stop.clone();
     let queue_pool = pool.clone();
@@ -121,12 +122,13 @@ async fn send_releases(
             batch.push(more);
         }
         if !batch.is_empty() {
-            if let Err(error) = slots.fleet().release(&batch).await {
-                tracing::debug!(
+            match slots.fleet().release(&batch).await {
+                Ok(()) => slots.heard_from_redis(),
+                Err(error) => tracing::debug!(
                     target: "scrapy_splash_cluster::fleet",
                     "{} leases not given back ({error}); they expire by their TTL",
                     batch.len()
-                );
+                ),
             }
         }
         if *stop.borrow() {
@@ -172,7 +174,10 @@ async fn keep_in_sync(
         }
         let held = slots.held();
         let view = match fleet.renew(&held).await {
-            Ok(view) => view,
+            Ok(view) => {
+                slots.heard_from_redis();
+                view
+            }
             Err(error) => {
                 pool.fall_back(&slots, &error.to_string());
                 continue;

@@ -194,6 +194,7 @@ impl Lease {
         };
         let node = self.node;
         if self.fleet_lease.is_none()
+            || !fleet.heard_recently()
             || self.handoffs >= fleet.processes().max(1)
             || !state.nodes[node].health.is_up()
         {
@@ -201,12 +202,10 @@ impl Lease {
         }
         loop {
             // Other suspects than this lease's own rule a suspect out.
-            let other_suspects =
-                state.nodes[node].suspects_in_flight - usize::from(self.suspect);
-            let position = state
-                .queue
-                .iter()
-                .position(|w| !w.tried.contains(node) && !(w.tried.is_suspect() && other_suspects > 0));
+            let other_suspects = state.nodes[node].suspects_in_flight - usize::from(self.suspect);
+            let position = state.queue.iter().position(|w| {
+                !w.tried.contains(node) && !(w.tried.is_suspect() && other_suspects > 0)
+            });
             let Some(position) = position else {
                 break;
             };
