@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.crawl_helpers import CrawlResult, run_crawl
+from tests.crawl_helpers import Crawl, CrawlResult, run_crawl, wait_for
 
 CLEAN_EXIT_MARKERS = ("Traceback", "Event loop is closed", "Unclosed", "never awaited")
 
@@ -80,11 +80,17 @@ def test_crawl_spreads_over_nodes_and_reports(splash_nodes):
 
 def test_node_killed_mid_crawl_loses_nothing(splash_nodes):
     nodes = splash_nodes(3, latency=0.3)
-    result = run_crawl(
-        settings_for(nodes, CONCURRENT_REQUESTS=9),
-        pages(90),
-        during=[(2.0, nodes[0].kill)],
+    crawl = Crawl(settings_for(nodes, CONCURRENT_REQUESTS=9), pages(90))
+    # Killed once it has renders in flight and pages are left: the event the
+    # test is about, made to happen rather than hoped for on a timer.
+    wait_for(
+        lambda: (
+            nodes[0].stats()["in_progress"] >= 2 and sum(n.stats()["completed"] for n in nodes) >= 9
+        ),
+        "renders in flight on node-1",
     )
+    nodes[0].kill()
+    result = crawl.result()
     assert_clean(result)
     assert not errors(result), errors(result)
     assert sorted(i["index"] for i in result.items) == list(range(90))

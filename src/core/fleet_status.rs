@@ -37,6 +37,15 @@ pub struct FleetStatus {
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The first pipeline's replies: server TIME, the nodes' specs, the
+/// verdicts, the prober.
+type Heads = (
+    Vec<u64>,
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+    Option<String>,
+);
+
 /// Reads the fleet under `prefix` from the Redis at `url`.
 pub async fn read(url: &str, prefix: &str) -> Result<FleetStatus, FleetError> {
     let shown = mask_password(url);
@@ -52,12 +61,7 @@ pub async fn read(url: &str, prefix: &str) -> Result<FleetStatus, FleetError> {
         .await
         .map_err(fail)?;
     let [nodes_key, verdicts_key, processes_key, prober_key] = Keys::fleet_keys(prefix);
-    let (time, nodes, verdicts, prober): (
-        Vec<u64>,
-        Vec<(String, String)>,
-        Vec<(String, String)>,
-        Option<String>,
-    ) = redis::pipe()
+    let (time, nodes, verdicts, prober): Heads = redis::pipe()
         .cmd("TIME")
         .hgetall(&nodes_key)
         .hgetall(&verdicts_key)

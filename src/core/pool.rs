@@ -204,7 +204,7 @@ impl Lease {
             // Other suspects than this lease's own rule a suspect out.
             let other_suspects = state.nodes[node].suspects_in_flight - usize::from(self.suspect);
             let position = state.queue.iter().position(|w| {
-                !w.tried.contains(node) && !(w.tried.is_suspect() && other_suspects > 0)
+                !(w.tried.contains(node) || w.tried.is_suspect() && other_suspects > 0)
             });
             let Some(position) = position else {
                 break;
