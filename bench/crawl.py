@@ -27,6 +27,7 @@ from the start of the crawl rather than from the start of the process.
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -120,6 +121,24 @@ class Recorder:
         return None if reached is None else now - reached
 
 
+# No Splash package: plain GETs of the nodes' render URLs, spread over the
+# nodes in turn (the floor the add-on's own cost is measured against).
+BARE = "bare"
+
+
+def _bare_request(splash_urls: list[str]) -> Any:
+    """A SplashRequest look-alike that builds a plain GET of a node's render URL."""
+    from urllib.parse import urlencode
+
+    turn = itertools.cycle(splash_urls)
+
+    def request(url: str, callback: Any, *, endpoint: str, args: dict[str, Any], **kwargs: Any):
+        query = urlencode({"url": url, **args})
+        return scrapy.Request(f"{next(turn)}/{endpoint}?{query}", callback, **kwargs)
+
+    return request
+
+
 class BenchSpider(scrapy.Spider):
     """Requests ``pages`` pages, one SplashRequest each, with the same render args."""
 
@@ -127,8 +146,10 @@ class BenchSpider(scrapy.Spider):
 
     def __init__(self, config: dict[str, Any], recorder: Recorder, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        module = importlib.import_module(config["splash_package"])
-        self.splash_request = module.SplashRequest
+        if config["splash_package"] == BARE:
+            self.splash_request = _bare_request(config["splash_urls"])
+        else:
+            self.splash_request = importlib.import_module(config["splash_package"]).SplashRequest
         self.config = config
         self.recorder = recorder
 
@@ -205,6 +226,8 @@ def contender_settings(config: dict[str, Any]) -> dict[str, Any]:
                 "REMOTE_CONTROL_ENABLED": False,
             }
         )
+    elif config["splash_package"] == BARE:
+        settings["REMOTE_CONTROL_ENABLED"] = False
     else:
         (splash_url,) = config["splash_urls"]
         settings.update(
