@@ -26,6 +26,7 @@ from the start of the crawl rather than from the start of the process.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import itertools
 import json
@@ -52,6 +53,24 @@ def _cpu_seconds() -> float:
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * _PAGE_SIZE
+
+
+def _thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds per thread name (threads of one name summed): the Python
+    thread's share against the Rust core's tokio threads'."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    by_name: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        by_name[name] = by_name.get(name, 0.0) + cpu
+    return by_name
 
 
 def _scheduled(crawler: Any) -> int | None:
@@ -294,6 +313,8 @@ def main() -> None:
         "cpu_at_open": recorder.cpu_at_open,
         "cpu_total": usage.ru_utime + usage.ru_stime,
         "maxrss_bytes": usage.ru_maxrss * 1024,
+        "thread_cpu": _thread_cpu_seconds(),
+        "gc": gc.get_stats(),
         "ok": recorder.ok,
         "errors": recorder.errors,
         "samples": recorder.samples,

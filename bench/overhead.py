@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -42,8 +43,12 @@ END = "<!-- overhead:end -->"
 
 URL_TEMPLATE = "http://shop.bench.test/item/{index}"
 RENDER_ARGS = {"wait": 0, "timeout": 30}
-CONTENDERS = ("bare", "cluster")
-TITLES = {"bare": "bare Scrapy (`scrapy.Request` GETs)", "cluster": "add-on (`SplashRequest`)"}
+CONTENDERS = ("bare", "before", "cluster")
+TITLES = {
+    "bare": "bare Scrapy (`scrapy.Request` GETs)",
+    "before": "add-on before, `SplashRequest` (`--before`)",
+    "cluster": "add-on (`SplashRequest`)",
+}
 # Targets of issue 15, against bare Scrapy in the same run.
 MIN_SPEED = 0.97
 MAX_CPU = 1.10
@@ -60,7 +65,11 @@ def _start_nodes(count: int, slots: int) -> list[Any]:
 
 
 def crawl(contender: str, urls: list[str], args: argparse.Namespace, log_level: str) -> dict:
-    """One crawl in its own process; its figures."""
+    """One crawl in its own process; its figures (not comparable under --profile)."""
+    env = dict(os.environ)
+    if contender == "before":
+        # Another build of the package, ahead of the installed one.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.before, env.get("PYTHONPATH")]))
     config = {
         "splash_package": "bare" if contender == "bare" else "scrapy_splash_cluster",
         "splash_urls": urls,
@@ -69,7 +78,7 @@ def crawl(contender: str, urls: list[str], args: argparse.Namespace, log_level: 
         "endpoint": "render.html",
         "render_args": RENDER_ARGS,
         "concurrency": args.concurrency,
-        "maxconn": args.concurrency // len(urls),
+        "maxconn": args.maxconn,
         "log_level": log_level,
         "sample_interval": 1.0,
         "settings": {"LOG_FILE": None},
@@ -79,8 +88,20 @@ def crawl(contender: str, urls: list[str], args: argparse.Namespace, log_level: 
         config_path.write_text(json.dumps(config))
         # The log goes nowhere but the process must still format it: at
         # DEBUG, writing the lines is part of the cost being measured.
+        command = [sys.executable, str(CRAWL_SCRIPT), str(config_path), str(result_path)]
+        if args.profile:
+            # py-spy's collapsed stacks (native frames: the extension's too),
+            # for `py-spy`'s flame graph tools or a look at the hottest lines.
+            RESULTS.mkdir(exist_ok=True)
+            out = RESULTS / f"profile-{contender}-{log_level}.txt"
+            command = [
+                *("py-spy", "record", "--native", "--threads", "--rate", "250"),
+                *("--format", "raw", "--output", str(out), "--"),
+                *command,
+            ]
         subprocess.run(
-            [sys.executable, str(CRAWL_SCRIPT), str(config_path), str(result_path)],
+            command,
+            env=env,
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -101,15 +122,19 @@ def crawl(contender: str, urls: list[str], args: argparse.Namespace, log_level: 
         "pages_per_s": args.pages / (end - result["started"]),
         "cpu_s_per_1000": 1000 * cpu / args.pages,
         "rss_mb": result["maxrss_bytes"] / 2**20,
+        "thread_cpu": result["thread_cpu"],
+        "gc_collections": [generation["collections"] for generation in result["gc"]],
     }
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Medians (and ranges) per log level and contender, and the ratios."""
+    """Medians (and ranges) per log level and contender, and the ratios of
+    each add-on contender to bare Scrapy."""
     summary: dict[str, dict[str, Any]] = {}
+    present = [c for c in CONTENDERS if any(r["contender"] == c for r in runs)]
     for level in sorted({r["log_level"] for r in runs}, key=["INFO", "DEBUG"].index):
-        by = {}
-        for contender in CONTENDERS:
+        by: dict[str, Any] = {}
+        for contender in present:
             rows = [r for r in runs if r["log_level"] == level and r["contender"] == contender]
             by[contender] = {
                 key: {
@@ -119,11 +144,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 }
                 for key in ("pages_per_s", "cpu_s_per_1000", "rss_mb")
             }
-        bare, cluster = by["bare"], by["cluster"]
+        bare = by["bare"]
         by["ratios"] = {
-            "speed": cluster["pages_per_s"]["median"] / bare["pages_per_s"]["median"],
-            "cpu": cluster["cpu_s_per_1000"]["median"] / bare["cpu_s_per_1000"]["median"],
-            "extra_rss_mb": cluster["rss_mb"]["median"] - bare["rss_mb"]["median"],
+            contender: {
+                "speed": by[contender]["pages_per_s"]["median"] / bare["pages_per_s"]["median"],
+                "cpu": by[contender]["cpu_s_per_1000"]["median"] / bare["cpu_s_per_1000"]["median"],
+                "extra_rss_mb": by[contender]["rss_mb"]["median"] - bare["rss_mb"]["median"],
+            }
+            for contender in present
+            if contender != "bare"
         }
         summary[level] = by
     return summary
@@ -146,15 +175,20 @@ def markdown(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         f"commit {meta['commit']}: {meta['pages']:,} pages from {meta['nodes']} mock nodes "
         f"answering at once (latency 0, {meta['slots']} slots each), CONCURRENT_REQUESTS "
         f"{meta['concurrency']} (the add-on: SPLASH_CLUSTER_MAXCONN "
-        f"{meta['concurrency'] // meta['nodes']}), {meta['repeats']} repeats per contender "
+        f"{meta['slots']}), {meta['repeats']} repeats per contender "
         "and log level, the contenders alternating; medians, the range in brackets. CPU is "
         "the crawler process's, every thread, from `spider_opened` to the end; RSS the peak.",
         "",
+        *(
+            [f"'Add-on before' is {meta['before']}, crawled in the same run.", ""]
+            if meta.get("before")
+            else []
+        ),
         "| log level | contender | pages/s | CPU s per 1,000 pages | peak RSS MB |",
         "|---|---|---|---|---|",
     ]
     for level, by in summary.items():
-        for contender in CONTENDERS:
+        for contender in (c for c in CONTENDERS if c in by):
             row = by[contender]
             lines.append(
                 f"| {level} | {TITLES[contender]} | {_cell(row['pages_per_s'], '.0f')} | "
@@ -162,17 +196,21 @@ def markdown(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "| log level | pages/s (target >= 0.97x) | CPU per page (target <= 1.10x) | "
-        "RSS (target <= bare + 10 MB) |",
-        "|---|---|---|---|",
+        "Against bare Scrapy, same run:",
+        "",
+        "| log level | contender | pages/s (target >= 0.97x) | CPU per page (target <= 1.10x) "
+        "| RSS (target <= bare + 10 MB) |",
+        "|---|---|---|---|---|",
     ]
     for level, by in summary.items():
-        r = by["ratios"]
-        lines.append(
-            f"| {level} | {r['speed']:.3f}x, {_verdict(r['speed'] >= MIN_SPEED)} | "
-            f"{r['cpu']:.3f}x, {_verdict(r['cpu'] <= MAX_CPU)} | "
-            f"{r['extra_rss_mb']:+.1f} MB, {_verdict(r['extra_rss_mb'] <= MAX_EXTRA_RSS_MB)} |"
-        )
+        for contender, r in by["ratios"].items():
+            lines.append(
+                f"| {level} | {TITLES[contender]} | {r['speed']:.3f}x, "
+                f"{_verdict(r['speed'] >= MIN_SPEED)} | "
+                f"{r['cpu']:.3f}x, {_verdict(r['cpu'] <= MAX_CPU)} | "
+                f"{r['extra_rss_mb']:+.1f} MB, "
+                f"{_verdict(r['extra_rss_mb'] <= MAX_EXTRA_RSS_MB)} |"
+            )
     notes = HERE / "OVERHEAD.md"
     if notes.exists():
         lines += ["", notes.read_text().strip()]
@@ -206,11 +244,34 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=30)
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument(
+        "--maxconn",
+        type=int,
+        help="SPLASH_CLUSTER_MAXCONN and each node's slots (default: concurrency / nodes, "
+        "so that both contenders have as many renders under way)",
+    )
     parser.add_argument("--levels", nargs="+", default=["INFO", "DEBUG"])
-    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS))
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS)
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="a folder holding another build of the scrapy_splash_cluster package (e.g. "
+        "site-packages of an older install): crawled too, as the 'before' contender",
+    )
+    parser.add_argument("--before-label", default="", help="what --before is, for the doc")
     parser.add_argument("--no-doc", action="store_true", help="print only")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run each crawl under py-spy (bench/results/profile-*.txt); implies --no-doc",
+    )
     args = parser.parse_args()
-    slots = args.concurrency // args.nodes
+    if args.contenders is None:
+        args.contenders = [c for c in CONTENDERS if c != "before" or args.before]
+    if "before" in args.contenders and not args.before:
+        parser.error("the 'before' contender needs --before DIR")
+    args.maxconn = args.maxconn or args.concurrency // args.nodes
+    slots = args.maxconn
     nodes = _start_nodes(args.nodes, slots)
     runs: list[dict[str, Any]] = []
     try:
@@ -224,13 +285,15 @@ def main() -> None:
                     runs.append(run)
                     print(
                         f"[{repeat}] {level:5} {contender:7} {run['pages_per_s']:6.1f} pages/s "
-                        f"{run['cpu_s_per_1000']:5.2f} CPU s/1000 {run['rss_mb']:5.1f} MB",
+                        f"{run['cpu_s_per_1000']:5.2f} CPU s/1000 {run['rss_mb']:5.1f} MB "
+                        f"gc {run['gc_collections']} threads "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in run["thread_cpu"].items()),
                         flush=True,
                     )
     finally:
         for node in nodes:
             node.stop()
-    if set(args.contenders) != set(CONTENDERS):
+    if not {"bare", "cluster"} <= set(args.contenders):
         return
     summary = summarize(runs)
     commit = subprocess.run(
@@ -244,6 +307,7 @@ def main() -> None:
         "slots": slots,
         "concurrency": args.concurrency,
         "repeats": args.repeats,
+        "before": args.before_label,
     }
     section = markdown(summary, meta)
     print(section)
@@ -252,7 +316,7 @@ def main() -> None:
     (RESULTS / f"overhead-{stamp}.json").write_text(
         json.dumps({"meta": meta, "runs": runs, "summary": summary}, indent=1)
     )
-    if not args.no_doc:
+    if not (args.no_doc or args.profile):
         write_doc(section)
 
 
