@@ -64,8 +64,15 @@ def _start_nodes(count: int, slots: int) -> list[Any]:
     return nodes
 
 
-def crawl(contender: str, urls: list[str], args: argparse.Namespace, log_level: str) -> dict:
-    """One crawl in its own process; its figures (not comparable under --profile)."""
+def _run_crawl(
+    contender: str,
+    urls: list[str],
+    args: argparse.Namespace,
+    log_level: str,
+    pages: int,
+    wrapper: list[str] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
+    """One crawl in its own process, under ``wrapper`` if given; its raw result."""
     env = dict(os.environ)
     if contender == "before":
         # Another build of the package, ahead of the installed one.
@@ -73,7 +80,7 @@ def crawl(contender: str, urls: list[str], args: argparse.Namespace, log_level: 
     config = {
         "splash_package": "bare" if contender == "bare" else "scrapy_splash_cluster",
         "splash_urls": urls,
-        "pages": args.pages,
+        "pages": pages,
         "url_template": URL_TEMPLATE,
         "endpoint": "render.html",
         "render_args": RENDER_ARGS,
@@ -88,33 +95,37 @@ def crawl(contender: str, urls: list[str], args: argparse.Namespace, log_level: 
         config_path.write_text(json.dumps(config))
         # The log goes nowhere but the process must still format it: at
         # DEBUG, writing the lines is part of the cost being measured.
-        command = [sys.executable, str(CRAWL_SCRIPT), str(config_path), str(result_path)]
-        if args.profile:
-            # py-spy's collapsed stacks (native frames: the extension's too),
-            # for `py-spy`'s flame graph tools or a look at the hottest lines.
-            RESULTS.mkdir(exist_ok=True)
-            out = RESULTS / f"profile-{contender}-{log_level}.txt"
-            command = [
-                *("py-spy", "record", "--native", "--threads", "--rate", "250"),
-                *("--format", "raw", "--output", str(out), "--"),
-                *command,
-            ]
         subprocess.run(
-            command,
+            [*wrapper, sys.executable, str(CRAWL_SCRIPT), str(config_path), str(result_path)],
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            timeout=600,
+            timeout=1800,
         )
         result = json.loads(result_path.read_text())
-    ok = result["ok"]
-    if len(ok) != args.pages or result["errors"]:
+    if len(result["ok"]) != pages or result["errors"]:
         raise SystemExit(
-            f"{contender} at {log_level}: {len(ok)} pages of {args.pages}, "
+            f"{contender} at {log_level}: {len(result['ok'])} pages of {pages}, "
             f"{len(result['errors'])} errors: the figures would not be comparable"
         )
-    end = max(row[1] for row in ok)
+    return result
+
+
+def crawl(contender: str, urls: list[str], args: argparse.Namespace, log_level: str) -> dict:
+    """One timed crawl; its figures (not comparable under --profile)."""
+    wrapper: list[str] = []
+    if args.profile:
+        # py-spy's collapsed stacks (native frames: the extension's too),
+        # for `py-spy`'s flame graph tools or a look at the hottest lines.
+        RESULTS.mkdir(exist_ok=True)
+        out = RESULTS / f"profile-{contender}-{log_level}.txt"
+        wrapper = [
+            *("py-spy", "record", "--native", "--threads", "--rate", "250"),
+            *("--format", "raw", "--output", str(out), "--"),
+        ]
+    result = _run_crawl(contender, urls, args, log_level, args.pages, wrapper)
+    end = max(row[1] for row in result["ok"])
     cpu = result["cpu_total"] - result["cpu_at_open"]
     return {
         "contender": contender,
@@ -125,6 +136,30 @@ def crawl(contender: str, urls: list[str], args: argparse.Namespace, log_level: 
         "thread_cpu": result["thread_cpu"],
         "gc_collections": [generation["collections"] for generation in result["gc"]],
     }
+
+
+def instructions_per_page(
+    contender: str, urls: list[str], args: argparse.Namespace, log_level: str
+) -> float:
+    """Instructions the crawler process (every thread) runs per page, by
+    callgrind: the difference between a crawl of ``--callgrind-pages`` pages
+    and one of a fifth as many, so that the start and the end of a crawl
+    cancel out. Steady where CPU seconds on a shared machine are not."""
+    counts = []
+    large = args.callgrind_pages
+    for pages in (large // 5, large):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "callgrind.out"
+            wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
+            _run_crawl(contender, urls, args, log_level, pages, wrapper)
+            total = 0
+            for path in Path(tmp).glob("callgrind.out.*"):
+                for line in path.read_text().splitlines():
+                    if line.startswith(("summary:", "totals:")):
+                        total += int(line.split()[1])
+                        break
+            counts.append(total)
+    return (counts[1] - counts[0]) / (large - large // 5)
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -211,6 +246,24 @@ def markdown(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"{r['extra_rss_mb']:+.1f} MB, "
                 f"{_verdict(r['extra_rss_mb'] <= MAX_EXTRA_RSS_MB)} |"
             )
+    if any("instructions" in by for by in summary.values()):
+        lines += [
+            "",
+            "Instructions per page, by callgrind (every thread of the crawler process; the "
+            f"difference between crawls of {meta['callgrind_pages']:,} and "
+            f"{meta['callgrind_pages'] // 5:,} pages; one crawl each, steadier than CPU "
+            "seconds on a shared machine):",
+            "",
+            "| log level | contender | instructions per page | against bare |",
+            "|---|---|---|---|",
+        ]
+        for level, by in summary.items():
+            counts = by.get("instructions", {})
+            for contender in (c for c in CONTENDERS if c in counts):
+                lines.append(
+                    f"| {level} | {TITLES[contender]} | {counts[contender]:,.0f} | "
+                    f"{counts[contender] / counts['bare']:.3f}x |"
+                )
     notes = HERE / "OVERHEAD.md"
     if notes.exists():
         lines += ["", notes.read_text().strip()]
@@ -258,6 +311,13 @@ def main() -> None:
         help="a folder holding another build of the scrapy_splash_cluster package (e.g. "
         "site-packages of an older install): crawled too, as the 'before' contender",
     )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="also count instructions per page under callgrind (slow: about 1.5 min per "
+        "contender and log level)",
+    )
+    parser.add_argument("--callgrind-pages", type=int, default=1000)
     parser.add_argument("--before-label", default="", help="what --before is, for the doc")
     parser.add_argument("--no-doc", action="store_true", help="print only")
     parser.add_argument(
@@ -265,7 +325,16 @@ def main() -> None:
         action="store_true",
         help="run each crawl under py-spy (bench/results/profile-*.txt); implies --no-doc",
     )
+    parser.add_argument(
+        "--report-only",
+        metavar="JSON",
+        help="rewrite the doc's section from a results file (after editing bench/OVERHEAD.md)",
+    )
     args = parser.parse_args()
+    if args.report_only:
+        saved = json.loads(Path(args.report_only).read_text())
+        write_doc(markdown(saved["summary"], saved["meta"]))
+        return
     if args.contenders is None:
         args.contenders = [c for c in CONTENDERS if c != "before" or args.before]
     if "before" in args.contenders and not args.before:
@@ -296,6 +365,19 @@ def main() -> None:
     if not {"bare", "cluster"} <= set(args.contenders):
         return
     summary = summarize(runs)
+    if args.callgrind:
+        nodes = _start_nodes(args.nodes, slots)
+        try:
+            urls = [node.url for node in nodes]
+            for level in args.levels:
+                counts = {}
+                for contender in args.contenders:
+                    counts[contender] = instructions_per_page(contender, urls, args, level)
+                    print(f"{level:5} {contender:7} {counts[contender]:,.0f} instructions/page")
+                summary[level]["instructions"] = counts
+        finally:
+            for node in nodes:
+                node.stop()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
     ).stdout.strip()
@@ -308,6 +390,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "repeats": args.repeats,
         "before": args.before_label,
+        "callgrind_pages": args.callgrind_pages,
     }
     section = markdown(summary, meta)
     print(section)
