@@ -56,6 +56,8 @@ class ClusterRuntime:
         self._warnsize = crawler.settings.getint("DOWNLOAD_WARNSIZE", 0)
         self._closed = False
         self._inc_value: Any = None
+        # A node's name in stats, by the node URL an answer names (parsed once).
+        self._stats_labels: dict[str, str] = {}
         # Shared by every handler instance, as the download slots are.
         self.slot_gate = SlotGate(crawler)
         self.arguments = ArgumentStore()
@@ -121,7 +123,9 @@ class ClusterRuntime:
         self._count_attempts(attempts)
         if plan is not None:
             self._learn_saved_arguments(plan, answer, attempts)
-        node = _label(answer.node)
+        node = self._stats_labels.get(answer.node)
+        if node is None:
+            node = self._stats_labels[answer.node] = _label(answer.node)
         self._inc(f"responses/{answer.status}")
         self._inc(f"nodes/{node}/responses/{answer.status}")
         body = answer.body
