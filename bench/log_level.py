@@ -27,7 +27,8 @@ import scrapy
 from scrapy.crawler import CrawlerProcess
 from scrapy_splash_cluster import SplashRequest
 
-urls, pages, parse_ms, level = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+urls, pages = json.loads(sys.argv[1]), int(sys.argv[2])
+parse_ms, level = float(sys.argv[3]), sys.argv[4]
 done = []
 
 class Busy(scrapy.Spider):
