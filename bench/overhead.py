@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -206,7 +207,8 @@ def markdown(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         BEGIN,
         "## The add-on's own cost per page (issue 15)",
         "",
-        f"Written by `make bench-overhead` (`python bench/overhead.py`) on {meta['date']}, "
+        f"Written by `{' '.join(filter(None, ['python bench/overhead.py', meta.get('command')]))}`"
+        f" on {meta['date']}, "
         f"commit {meta['commit']}: {meta['pages']:,} pages from {meta['nodes']} mock nodes "
         f"answering at once (latency 0, {meta['slots']} slots each), CONCURRENT_REQUESTS "
         f"{meta['concurrency']} (the add-on: SPLASH_CLUSTER_MAXCONN "
@@ -391,6 +393,7 @@ def main() -> None:
         "repeats": args.repeats,
         "before": args.before_label,
         "callgrind_pages": args.callgrind_pages,
+        "command": shlex.join(sys.argv[1:]),
     }
     section = markdown(summary, meta)
     print(section)
