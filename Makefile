@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup install browser redis test test-rust test-python splash-install test-e2e dist test-wheels bench bench-quick lint format demo clean
+.PHONY: setup install browser redis test test-rust test-python splash-install test-e2e dist test-wheels bench bench-quick bench-overhead lint format demo clean
 
 # The virtualenv with the build and test tools; redone when the list changes.
 $(VENV)/.deps: requirements-dev.txt
@@ -81,6 +81,12 @@ bench: setup
 
 bench-quick: setup
 	$(PY) bench/run.py --quick
+
+# The add-on's own cost per page against bare Scrapy on the same mock nodes
+# (issue 15; about 7 min, no HAProxy); writes its section of docs/benchmarks.md.
+# BEFORE=<site-packages of another build> crawls that build too.
+bench-overhead: install
+	$(PY) bench/overhead.py --repeats 5 $(if $(BEFORE),--before $(BEFORE) --before-label "$(BEFORE_LABEL)")
 
 # README command one: a crawl through three mock Splash nodes, one killed mid-crawl.
 demo: install

@@ -26,7 +26,9 @@ from the start of the crawl rather than from the start of the process.
 
 from __future__ import annotations
 
+import gc
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -51,6 +53,24 @@ def _cpu_seconds() -> float:
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * _PAGE_SIZE
+
+
+def _thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds per thread name (threads of one name summed): the Python
+    thread's share against the Rust core's tokio threads'."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    by_name: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        by_name[name] = by_name.get(name, 0.0) + cpu
+    return by_name
 
 
 def _scheduled(crawler: Any) -> int | None:
@@ -120,6 +140,24 @@ class Recorder:
         return None if reached is None else now - reached
 
 
+# No Splash package: plain GETs of the nodes' render URLs, spread over the
+# nodes in turn (the floor the add-on's own cost is measured against).
+BARE = "bare"
+
+
+def _bare_request(splash_urls: list[str]) -> Any:
+    """A SplashRequest look-alike that builds a plain GET of a node's render URL."""
+    from urllib.parse import urlencode
+
+    turn = itertools.cycle(splash_urls)
+
+    def request(url: str, callback: Any, *, endpoint: str, args: dict[str, Any], **kwargs: Any):
+        query = urlencode({"url": url, **args})
+        return scrapy.Request(f"{next(turn)}/{endpoint}?{query}", callback, **kwargs)
+
+    return request
+
+
 class BenchSpider(scrapy.Spider):
     """Requests ``pages`` pages, one SplashRequest each, with the same render args."""
 
@@ -127,8 +165,10 @@ class BenchSpider(scrapy.Spider):
 
     def __init__(self, config: dict[str, Any], recorder: Recorder, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        module = importlib.import_module(config["splash_package"])
-        self.splash_request = module.SplashRequest
+        if config["splash_package"] == BARE:
+            self.splash_request = _bare_request(config["splash_urls"])
+        else:
+            self.splash_request = importlib.import_module(config["splash_package"]).SplashRequest
         self.config = config
         self.recorder = recorder
 
@@ -205,6 +245,8 @@ def contender_settings(config: dict[str, Any]) -> dict[str, Any]:
                 "REMOTE_CONTROL_ENABLED": False,
             }
         )
+    elif config["splash_package"] == BARE:
+        settings["REMOTE_CONTROL_ENABLED"] = False
     else:
         (splash_url,) = config["splash_urls"]
         settings.update(
@@ -271,6 +313,8 @@ def main() -> None:
         "cpu_at_open": recorder.cpu_at_open,
         "cpu_total": usage.ru_utime + usage.ru_stime,
         "maxrss_bytes": usage.ru_maxrss * 1024,
+        "thread_cpu": _thread_cpu_seconds(),
+        "gc": gc.get_stats(),
         "ok": recorder.ok,
         "errors": recorder.errors,
         "samples": recorder.samples,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import envs
+import overhead
 from haproxy import CONFIG_TEMPLATE, SERVER_LINE, haproxy_version
 from metrics import detections, latencies_ms, median_figures, per_second, summarize
 from runner import ENDPOINT, RENDER_ARGS, URL_TEMPLATE
@@ -695,6 +696,11 @@ def write(results: Path, doc: Path) -> None:
         f"{total_runs} runs; raw records: `{_display(results)}` (not committed).",
         "",
     ]
+    # The overhead section is bench/overhead.py's (`make bench-overhead`):
+    # kept as it stands, not rewritten by this run.
+    kept = overhead.kept_section(doc)
+    if kept:
+        lines += [kept]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines))
 

@@ -75,3 +75,21 @@ def test_a_body_that_is_not_utf8_is_refused():
         build_call(request)
     utf8 = SplashRequest("http://example.com/form", method="POST", body="café".encode())
     assert build_call(utf8).args["body"] == "café"
+
+
+def test_the_middlewares_check_refuses_what_sending_refuses_and_leaves_only_the_headers_out():
+    # The middleware checks a request with the site headers left out (the
+    # handler converts them, once); the check must still catch every bad
+    # request, and differ from the call sent by nothing but those headers.
+    check = {"with_proxy": False, "with_site_headers": False}
+    latin1 = SplashRequest("http://example.com/form", method="POST", body="café".encode("latin-1"))
+    with pytest.raises(SplashRequestError, match="not UTF-8"):
+        build_call(latin1, **check)
+    with pytest.raises(SplashRequestError, match="unknown Splash endpoint"):
+        build_call(_request(endpoint="render.nope"), **check)
+    request = _request(headers={"X-Page": "1", "Accept-Encoding": "gzip"}, args={"wait": 1})
+    checked, sent = build_call(request, **check), build_call(request)
+    assert "headers" not in checked.args
+    assert sent.args["headers"] == {"X-Page": "1"}
+    assert {k: v for k, v in sent.args.items() if k != "headers"} == checked.args
+    assert (checked.endpoint, checked.headers) == (sent.endpoint, sent.headers)

@@ -82,15 +82,20 @@ def splash_options(request: Request) -> dict[str, Any]:
 def _site_headers(headers: Headers) -> dict[str, str]:
     """The request's headers that are the page's, for Splash's ``headers``
     argument: none of those that describe the crawler's own connection."""
-    excluded = set(SITE_EXCLUDED_HEADERS)
+    excluded = SITE_EXCLUDED_HEADERS
     # A Connection header names more hop-by-hop headers (RFC 9110 7.6.1).
-    for value in headers.getlist(b"Connection"):
-        excluded.update(t.strip().lower() for t in value.decode("latin-1").split(","))
-    return {
-        name.decode("latin-1"): b",".join(values).decode("latin-1")
-        for name, values in headers.items()
-        if values and name.decode("latin-1").lower() not in excluded
-    }
+    connection = headers.getlist(b"Connection")
+    if connection:
+        excluded = set(excluded)
+        for value in connection:
+            excluded.update(t.strip().lower() for t in value.decode("latin-1").split(","))
+    site: dict[str, str] = {}
+    for name, values in headers.items():
+        if values:
+            text = name.decode("latin-1")
+            if text.lower() not in excluded:
+                site[text] = b",".join(values).decode("latin-1")
+    return site
 
 
 def _body_text(request: Request) -> str:
@@ -107,12 +112,17 @@ def _body_text(request: Request) -> str:
         ) from None
 
 
-def build_call(request: Request, *, with_proxy: bool = True) -> SplashCall:
+def build_call(
+    request: Request, *, with_proxy: bool = True, with_site_headers: bool = True
+) -> SplashCall:
     """The node call for a Splash request, as scrapy-splash built it: the
     Splash arguments from ``meta["splash"]["args"]``, with the page's URL,
     method, body, headers and proxy filled in from the request where not
     given. ``with_proxy=False`` leaves the proxy out: before
-    HttpProxyMiddleware has run, the request's proxy is not known yet."""
+    HttpProxyMiddleware has run, the request's proxy is not known yet.
+    ``with_site_headers=False`` leaves the page's headers out, for a check
+    of the request that sends nothing: converting them cannot fail, and is
+    most of the work."""
     options = splash_options(request)
     endpoint = str(options.get("endpoint") or "render.html").strip("/")
     if endpoint not in ENDPOINTS:
@@ -151,7 +161,7 @@ def build_call(request: Request, *, with_proxy: bool = True) -> SplashCall:
             raise SplashRequestError(str(error)) from None
         if proxy is not None:
             args["proxy"] = proxy
-    if not options.get("dont_send_headers") and not chromium:
+    if with_site_headers and not options.get("dont_send_headers") and not chromium:
         headers = _site_headers(request.headers)
         if in_session:
             # The session jar is the one source of cookies of a session

@@ -59,6 +59,9 @@ class ClusterRuntime:
         self._maxsize = crawler.settings.getint("DOWNLOAD_MAXSIZE", 0)
         self._warnsize = crawler.settings.getint("DOWNLOAD_WARNSIZE", 0)
         self._closed = False
+        self._inc_value: Any = None
+        # A node's name in stats, by the node URL an answer names (parsed once).
+        self._stats_labels: dict[str, str] = {}
         # Shared by every handler instance, as the download slots are.
         self.slot_gate = SlotGate(crawler)
         self.arguments = ArgumentStore()
@@ -86,8 +89,15 @@ class ClusterRuntime:
         return runtime
 
     def _inc(self, key: str, count: int = 1) -> None:
-        if self.crawler.stats is not None:
-            self.crawler.stats.inc_value(f"{STATS_PREFIX}/{key}", count)
+        inc_value = self._inc_value
+        if inc_value is None:
+            # Looked up once: Scrapy 2.19's StatsCollector runs Python code
+            # on every attribute read, and a page counts up to 6 stats.
+            stats = self.crawler.stats
+            if stats is None:
+                return
+            inc_value = self._inc_value = stats.inc_value
+        inc_value(f"{STATS_PREFIX}/{key}", count)
 
     async def send(self, request: Request) -> Response:
         """Sends a Splash request through the cluster; the node's raw answer
@@ -117,10 +127,14 @@ class ClusterRuntime:
                     "Splash request for %s not sent to another node: %s", request.url, error
                 )
             raise to_scrapy_error(error, request) from None
-        self._count_attempts(answer.attempts)
+        # Made anew (a list of tuples) at each access: read once.
+        attempts = answer.attempts
+        self._count_attempts(attempts)
         if plan is not None:
-            self._learn_saved_arguments(plan, answer)
-        node = _label(answer.node)
+            self._learn_saved_arguments(plan, answer, attempts)
+        node = self._stats_labels.get(answer.node)
+        if node is None:
+            node = self._stats_labels[answer.node] = _label(answer.node)
         self._inc(f"responses/{answer.status}")
         self._inc(f"nodes/{node}/responses/{answer.status}")
         body = answer.body
@@ -137,10 +151,10 @@ class ClusterRuntime:
         request.meta["splash_cluster"] = {
             "node": answer.node,
             "real_url": f"{answer.node}{call.path}",
-            "attempts": answer.attempts,
+            "attempts": attempts,
         }
-        if len(answer.attempts) > 1:
-            logger.debug("%s took %d attempts: %s", request, len(answer.attempts), answer.attempts)
+        if len(attempts) > 1:
+            logger.debug("%s took %d attempts: %s", request, len(attempts), attempts)
         return Response(
             url=request.url,
             status=answer.status,
@@ -149,9 +163,11 @@ class ClusterRuntime:
             request=request,
         )
 
-    def _learn_saved_arguments(self, plan: Any, answer: Any) -> None:
+    def _learn_saved_arguments(
+        self, plan: Any, answer: Any, attempts: list[tuple[str, str, float]]
+    ) -> None:
         saved = next((v for k, v in answer.headers if k == SAVED_HEADER), None)
-        expired = self.arguments.learn(plan, answer.node, saved, answer.attempts)
+        expired = self.arguments.learn(plan, answer.node, saved, attempts)
         if expired:
             self._inc("args/expired", expired)
         by_key = answer.node in plan.holders and not expired

@@ -59,7 +59,7 @@ class SplashClusterMiddleware:
             return None
         # A malformed meta["splash"] fails here, by name; the proxy is checked
         # when the request is sent, once HttpProxyMiddleware (750) resolved it.
-        build_call(request, with_proxy=False)
+        build_call(request, with_proxy=False, with_site_headers=False)
         options = splash_options(request)
         if options.get("splash_url") and not self._warned_splash_url:
             self._warned_splash_url = True

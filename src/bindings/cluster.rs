@@ -4,7 +4,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::core::cluster::{Cluster, ClusterResponse};
@@ -111,10 +113,20 @@ fn log_attempts(
     path: &str,
     result: &Result<ClusterResponse, CoreError>,
 ) -> PyResult<()> {
-    let logger = py
-        .import("logging")?
-        .call_method1("getLogger", ("scrapy_splash_cluster.request",))?;
-    if !logger.call_method1("isEnabledFor", (10,))?.is_truthy()? {
+    // Looked up once: `logging.getLogger` returns the same object for a
+    // name for the life of the process.
+    static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let logger = LOGGER
+        .get_or_try_init(py, || {
+            py.import("logging")?
+                .call_method1("getLogger", ("scrapy_splash_cluster.request",))
+                .map(Bound::unbind)
+        })?
+        .bind(py);
+    if !logger
+        .call_method1(intern!(py, "isEnabledFor"), (10,))?
+        .is_truthy()?
+    {
         return Ok(());
     }
     let attempts = match result {
@@ -129,7 +141,7 @@ fn log_attempts(
             attempt.elapsed.as_secs_f64(),
             i + 1
         );
-        logger.call_method1("debug", (line,))?;
+        logger.call_method1(intern!(py, "debug"), (line,))?;
     }
     Ok(())
 }

@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 use tokio::task::AbortHandle;
 
@@ -107,7 +109,7 @@ impl Inbox {
 
     /// The future's done callback: a cancelled future aborts its task.
     fn forget(&self, py: Python<'_>, id: u64, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        if future.call_method0("cancelled")?.is_truthy()? {
+        if future.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
             self.pending.bind(py).del_item(id).ok();
             if let Some(task) = lock(&self.shared.tasks).remove(&id) {
                 task.abort();
@@ -117,6 +119,15 @@ impl Inbox {
     }
 }
 
+/// `asyncio.get_running_loop()`, called once per request: the function is
+/// looked up once, not imported each time.
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET_RUNNING_LOOP
+        .import(py, "asyncio", "get_running_loop")?
+        .call0()
+}
+
 /// Sets one future's result, unless it was cancelled meanwhile.
 fn complete(pending: &Bound<'_, PyDict>, id: u64, result: Finished) -> PyResult<()> {
     let py = pending.py();
@@ -124,12 +135,12 @@ fn complete(pending: &Bound<'_, PyDict>, id: u64, result: Finished) -> PyResult<
         return Ok(());
     };
     pending.del_item(id)?;
-    if future.call_method0("done")?.is_truthy()? {
+    if future.call_method0(intern!(py, "done"))?.is_truthy()? {
         return Ok(());
     }
     match result(py) {
-        Ok(value) => future.call_method1("set_result", (value,))?,
-        Err(error) => future.call_method1("set_exception", (error.value(py),))?,
+        Ok(value) => future.call_method1(intern!(py, "set_result"), (value,))?,
+        Err(error) => future.call_method1(intern!(py, "set_exception"), (error.value(py),))?,
     };
     Ok(())
 }
@@ -137,7 +148,7 @@ fn complete(pending: &Bound<'_, PyDict>, id: u64, result: Finished) -> PyResult<
 impl Inbox {
     /// An inbox for the running loop, its socket watched by that loop.
     pub fn for_running_loop(py: Python<'_>) -> PyResult<Py<Inbox>> {
-        let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+        let event_loop = running_loop(py)?;
         let (readable, wake) = UnixStream::pair()
             .and_then(|(r, w)| {
                 r.set_nonblocking(true)?;
@@ -167,9 +178,7 @@ impl Inbox {
 
     /// Whether this inbox belongs to the loop running now.
     pub fn serves_running_loop(&self, py: Python<'_>) -> bool {
-        py.import("asyncio")
-            .and_then(|asyncio| asyncio.call_method0("get_running_loop"))
-            .is_ok_and(|running| running.is(self.event_loop.bind(py)))
+        running_loop(py).is_ok_and(|running| running.is(self.event_loop.bind(py)))
     }
 
     /// Stops watching the socket (the loop may be closed already).
@@ -189,7 +198,10 @@ impl Inbox {
     {
         let py = slf.py();
         let inbox = slf.get();
-        let future = inbox.event_loop.bind(py).call_method0("create_future")?;
+        let future = inbox
+            .event_loop
+            .bind(py)
+            .call_method0(intern!(py, "create_future"))?;
         let id = inbox.next_id.fetch_add(1, Ordering::Relaxed);
         inbox.pending.bind(py).set_item(id, &future)?;
         let shared = Arc::clone(&inbox.shared);
@@ -202,11 +214,14 @@ impl Inbox {
         });
         tasks.insert(id, task.abort_handle());
         drop(tasks);
-        let forget = slf.getattr("forget")?;
-        let callback = py
-            .import("functools")?
-            .call_method1("partial", (forget, id))?;
-        future.call_method1("add_done_callback", (callback,))?;
+        static PARTIAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        // Not kept in the inbox: a bound method there would be a cycle
+        // through a class the garbage collector cannot see into.
+        let forget = slf.getattr(intern!(py, "forget"))?;
+        let callback = PARTIAL
+            .import(py, "functools", "partial")?
+            .call1((forget, id))?;
+        future.call_method1(intern!(py, "add_done_callback"), (callback,))?;
         Ok(future)
     }
 }
