@@ -20,6 +20,7 @@ __all__ = [
     "ResponseTooLarge",
     "SplashCluster",
     "__version__",
+    "_fleet_status",
 ]
 
 __version__: str
