@@ -8,8 +8,9 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,21 @@ def run_crawl(
     settings: dict[str, Any],
     pages: list[dict[str, Any]],
     *,
+    during: Sequence[tuple[float, Callable[[], None]]] = (),
     timeout: float = 120,
     max_open_files: int | None = None,
 ) -> CrawlResult:
-    """Crawls `pages` with the add-on and `settings` and waits for it.
-    `max_open_files` lowers the crawl process's RLIMIT_NOFILE. A test that
-    acts during a crawl starts a `Crawl` and waits for the event it needs
-    (`wait_for`), never for a time."""
-    return Crawl(settings, pages, max_open_files=max_open_files).result(timeout)
+    """Crawls `pages` with the add-on and `settings`; each `during` action
+    runs that many seconds after the crawl started, from another thread (the
+    real-Splash tier's faults, which then wait for what they need; a test
+    that needs an event mid-crawl starts a `Crawl` and waits for it with
+    `wait_for`). `max_open_files` lowers the crawl process's RLIMIT_NOFILE."""
+    crawl = Crawl(settings, pages, max_open_files=max_open_files)
+    timers = [threading.Timer(delay, action) for delay, action in during]
+    for timer in timers:
+        timer.start()
+    try:
+        return crawl.result(timeout)
+    finally:
+        for timer in timers:
+            timer.cancel()

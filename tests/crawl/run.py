@@ -10,9 +10,17 @@ from __future__ import annotations
 import json
 import sys
 
+import scrapy.downloadermiddlewares.cookies as scrapy_cookies
 from scrapy.crawler import CrawlerProcess
+from tldextract import TLDExtract
 
 from tests.crawl.spiders import PagesSpider
+
+
+# No network here (nor in CI): tldextract, which Scrapy's CookiesMiddleware
+# uses, would download the public suffix list on the first Set-Cookie and log
+# a traceback; the list it ships is the one to use.
+scrapy_cookies._split_domain = TLDExtract(include_psl_private_domains=True, suffix_list_urls=())
 
 
 def main() -> None:
