@@ -16,7 +16,6 @@ from tldextract import TLDExtract
 
 from tests.crawl.spiders import PagesSpider
 
-
 # No network here (nor in CI): tldextract, which Scrapy's CookiesMiddleware
 # uses, would download the public suffix list on the first Set-Cookie and log
 # a traceback; the list it ships is the one to use.
