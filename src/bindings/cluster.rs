@@ -246,7 +246,7 @@ impl SplashCluster {
 impl SplashCluster {
     #[new]
     #[pyo3(signature = (
-        nodes, *, maxconn=5, weight=1, retries=3, queue_timeout=60.0, health_interval=2.0,
+        nodes, *, maxconn=5, weight=1, node_maxrss=None, retries=3, queue_timeout=60.0, health_interval=2.0,
         health_timeout=1.0, health_fast_interval=None, health_path="/_ping", fall=3, rise=2, error_limit=3,
         connect_timeout=5.0, retry_budget=0.2, poison_limit=2, stats_port=None, stats_host="127.0.0.1",
         stats_user="scrapy", stats_password=None, redis_url=None,
@@ -258,6 +258,7 @@ impl SplashCluster {
         nodes: &Bound<'_, PyAny>,
         maxconn: i64,
         weight: i64,
+        node_maxrss: Option<i64>,
         retries: i64,
         queue_timeout: f64,
         health_interval: f64,
@@ -295,6 +296,9 @@ impl SplashCluster {
             nodes,
             maxconn: positive_int("maxconn", maxconn)? as usize,
             weight: positive_int("weight", weight)? as u32,
+            node_maxrss: node_maxrss
+                .map(|mb| positive_int("node_maxrss", mb).map(|mb| mb as u64))
+                .transpose()?,
             retries: non_negative_int("retries", retries)?,
             queue_timeout: seconds("queue_timeout", queue_timeout)?,
             health_interval: seconds("health_interval", health_interval)?,

@@ -481,10 +481,13 @@ mod tests {
             &self,
             node: &crate::core::config::NodeEndpoint,
             _path: &str,
-        ) -> Result<u16, TransportError> {
+        ) -> Result<crate::core::transport::ProbeAnswer, TransportError> {
             let frozen = matches!(self.scripts.lock().unwrap()[node.display()], Script::Hang);
             if self.probes_ok && !frozen {
-                Ok(200)
+                Ok(crate::core::transport::ProbeAnswer {
+                    status: 200,
+                    body: r#"{"status": "ok"}"#.into(),
+                })
             } else {
                 std::future::pending().await
             }

@@ -126,6 +126,16 @@ impl NodeEndpoint {
         self.base.as_str().trim_end_matches('/')
     }
 
+    /// The node's host (a name or an address), as in its URL.
+    pub fn host(&self) -> Option<&str> {
+        self.base.host_str()
+    }
+
+    /// The node's port, the scheme's default when its URL gives none.
+    pub fn port(&self) -> u16 {
+        self.base.port_or_known_default().unwrap_or(80)
+    }
+
     /// The node's URL for people: the password replaced by `***`.
     pub fn display(&self) -> &str {
         &self.display
@@ -202,6 +212,9 @@ pub struct NodeOptions {
     pub maxconn: Option<usize>,
     /// Share of the load relative to the other nodes.
     pub weight: Option<u32>,
+    /// The node's `--maxrss`, MB as Splash's flag: drained when its peak
+    /// RSS passes it.
+    pub maxrss: Option<u64>,
 }
 
 /// A validated node: where it is and what it can take.
@@ -213,6 +226,8 @@ pub struct NodeSpec {
     pub maxconn: usize,
     /// Relative share of the load.
     pub weight: u32,
+    /// Its `--maxrss` in bytes, if known.
+    pub maxrss: Option<u64>,
 }
 
 /// Cluster-wide options as the user gives them, before validation.
@@ -224,6 +239,8 @@ pub struct ClusterOptions {
     pub maxconn: usize,
     /// Default weight per node.
     pub weight: u32,
+    /// Default `--maxrss` of the nodes, MB; None: not known.
+    pub node_maxrss: Option<u64>,
     /// Attempts after the first, for node failures and 504s.
     pub retries: u32,
     /// How long a request may wait for a free node.
@@ -260,6 +277,7 @@ impl Default for ClusterOptions {
             nodes: Vec::new(),
             maxconn: 5,
             weight: 1,
+            node_maxrss: None,
             retries: 3,
             queue_timeout: Duration::from_secs(60),
             health_interval: Duration::from_secs(2),
@@ -316,6 +334,10 @@ pub struct ClusterConfig {
     /// The stats page, if wanted.
     pub stats: Option<StatsConfig>,
 }
+
+/// The largest `--maxrss` taken, in MB (1 PB): anything above is a unit
+/// mistake (bytes given for megabytes).
+pub const MAX_MAXRSS_MB: u64 = 1 << 30;
 
 /// The largest retry budget: 100 retries per request is already no limit
 /// (no request has that many attempts), and a larger share would only
@@ -385,10 +407,22 @@ impl ClusterOptions {
             at_least_one(&format!("nodes[{i}].maxconn"), maxconn as u64)?;
             let weight = node.weight.unwrap_or(self.weight);
             at_least_one(&format!("nodes[{i}].weight"), u64::from(weight))?;
+            let maxrss = node.maxrss.or(self.node_maxrss);
+            if let Some(mb) = maxrss {
+                at_least_one(&format!("nodes[{i}].maxrss"), mb)?;
+                if mb > MAX_MAXRSS_MB {
+                    return Err(ConfigError::new(
+                        format!("nodes[{i}].maxrss"),
+                        format!("{mb}"),
+                        "megabytes as Splash's --maxrss takes them, such as 3000",
+                    ));
+                }
+            }
             nodes.push(NodeSpec {
                 endpoint,
                 maxconn,
                 weight,
+                maxrss: maxrss.map(|mb| mb * 1024 * 1024),
             });
         }
         Ok(ClusterConfig {

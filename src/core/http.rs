@@ -16,7 +16,7 @@ use reqwest::header::{
 };
 
 use super::config::NodeEndpoint;
-use super::transport::{NodeRequest, NodeResponse, Transport, TransportError};
+use super::transport::{NodeRequest, NodeResponse, ProbeAnswer, Transport, TransportError};
 
 /// The reqwest-backed transport.
 #[derive(Debug, Clone)]
@@ -107,7 +107,7 @@ impl Transport for HttpTransport {
         })
     }
 
-    async fn probe(&self, node: &NodeEndpoint, path: &str) -> Result<u16, TransportError> {
+    async fn probe(&self, node: &NodeEndpoint, path: &str) -> Result<ProbeAnswer, TransportError> {
         let mut request = self.client.get(node.url_for(path));
         if let Some(auth) = node.authorization() {
             request = request.header(AUTHORIZATION, auth);
@@ -117,10 +117,10 @@ impl Transport for HttpTransport {
             .await
             .map_err(|e| classify_reqwest_error(&e))?;
         let status = response.status().as_u16();
-        // Read the body so the connection goes back to the pool; a probe's
-        // answer is small, and a node sending more is not well.
-        read_body(response, Some(PROBE_MAX_BODY)).await?;
-        Ok(status)
+        // The whole body is read (so the connection goes back to the pool);
+        // a probe's answer is small, and a node sending more is not well.
+        let body = read_body(response, Some(PROBE_MAX_BODY)).await?;
+        Ok(ProbeAnswer { status, body })
     }
 }
 

@@ -9,6 +9,8 @@ pub mod admission;
 pub mod budget;
 pub mod cluster;
 pub mod config;
+pub mod control;
+pub mod drain;
 pub mod error;
 pub mod fleet;
 pub mod fleet_slots;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::NodeSpec;
-use super::health::{Blame, Health};
+use super::drain::Drain;
+use super::health::{Blame, Health, Phase};
 use super::outcome::Outcome;
 
 /// Counters of what happened on one node since the cluster started.
@@ -68,6 +69,10 @@ pub struct NodeState {
     pub suspects_in_flight: usize,
     /// UP or DOWN, and why.
     pub health: Health,
+    /// Whether it must start no new render, and why.
+    pub drain: Drain,
+    /// The peak RSS its last probe reported (Splash's `/_ping`), bytes.
+    pub peak_rss: Option<u64>,
     /// What happened so far.
     pub counters: NodeCounters,
 }
@@ -79,8 +84,15 @@ impl NodeState {
             in_flight: 0,
             suspects_in_flight: 0,
             health: Health::new(now),
+            drain: Drain::default(),
+            peak_rss: None,
             counters: NodeCounters::default(),
         }
+    }
+
+    /// Whether new renders may start on the node: UP and not draining.
+    pub fn takes_renders(&self) -> bool {
+        self.health.is_up() && !self.drain.is_draining()
     }
 }
 
@@ -102,7 +114,7 @@ pub struct ProbeSnapshot {
 pub struct NodeSnapshot {
     /// The node's URL, password masked.
     pub url: String,
-    /// UP, GOING DOWN, DOWN or COMING UP.
+    /// UP, GOING DOWN, DOWN, COMING UP or DRAIN.
     pub state: &'static str,
     /// Why it is in its state.
     pub reason: String,
@@ -118,17 +130,42 @@ pub struct NodeSnapshot {
     pub counters: NodeCounters,
     /// The last probe.
     pub last_probe: Option<ProbeSnapshot>,
+    /// Why it drains (`operator`, `maxrss`, `dns`); empty when it does not.
+    pub drain: Vec<&'static str>,
+    /// The peak RSS its last probe reported, bytes.
+    pub peak_rss: Option<u64>,
+    /// Its `--maxrss`, bytes, if known.
+    pub maxrss: Option<u64>,
 }
 
 impl NodeSnapshot {
     /// Takes the snapshot.
     pub fn of(spec: &NodeSpec, state: &NodeState, now: Instant) -> Self {
         let health = &state.health;
+        let drain = &state.drain;
+        // A node that cannot be reached shows that first; a reachable one
+        // that drains shows DRAIN, with its health after the drain's reason.
+        let draining =
+            drain.is_draining() && matches!(health.phase(), Phase::Up | Phase::GoingDown);
+        let (shown, reason, since) = if draining {
+            let since = drain.since().unwrap_or_else(|| health.since());
+            let reason = format!("{} (health: {})", drain.reason(), health.reason());
+            ("DRAIN", reason, since)
+        } else if drain.is_draining() {
+            let reason = format!("{}; also {}", health.reason(), drain.reason());
+            (health.phase().as_str(), reason, health.since())
+        } else {
+            (
+                health.phase().as_str(),
+                health.reason().to_owned(),
+                health.since(),
+            )
+        };
         Self {
             url: spec.endpoint.display().to_owned(),
-            state: health.phase().as_str(),
-            reason: health.reason().to_owned(),
-            since: now.saturating_duration_since(health.since()),
+            state: shown,
+            reason,
+            since: now.saturating_duration_since(since),
             in_flight: state.in_flight,
             maxconn: spec.maxconn,
             weight: spec.weight,
@@ -139,6 +176,9 @@ impl NodeSnapshot {
                 latency: p.latency,
                 age: now.saturating_duration_since(p.at),
             }),
+            drain: drain.causes().iter().map(|c| c.as_str()).collect(),
+            peak_rss: state.peak_rss,
+            maxrss: spec.maxrss,
         }
     }
 

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::admission::{AdmissionQueue, Tried};
 use super::config::{HealthThresholds, NodeSpec};
+use super::drain::DrainChange;
 use super::fleet::{FleetCandidate, LeaseId, Taken};
 use super::fleet_slots::{FleetReport, FleetSlots, SlotAccounting};
 use super::health::{Phase, ProbeResult, Transition};
@@ -196,7 +197,7 @@ impl Lease {
         if self.fleet_lease.is_none()
             || !fleet.heard_recently()
             || self.handoffs >= fleet.processes().max(1)
-            || !state.nodes[node].health.is_up()
+            || !state.nodes[node].takes_renders()
         {
             return false;
         }
@@ -261,7 +262,7 @@ fn candidates(shared: &Shared, state: &State, tried: &Tried) -> Vec<Candidate> {
             in_flight: node.in_flight,
             maxconn: shared.maxconn(i),
             weight: spec.weight,
-            up: node.health.is_up(),
+            up: node.takes_renders(),
             tried: tried.contains(i),
             preferred: tried.prefers(i),
             excluded: tried.is_suspect() && node.suspects_in_flight > 0,
@@ -363,14 +364,14 @@ fn dispatch(shared: &Arc<Shared>, state: &mut State) {
     }
 }
 
-/// Whether any node is UP and below its maxconn.
+/// Whether any node takes renders and is below its maxconn.
 fn any_free_slot(shared: &Shared, state: &State) -> bool {
     shared
         .specs
         .iter()
         .zip(&state.nodes)
         .enumerate()
-        .any(|(i, (_, node))| node.health.is_up() && node.in_flight < shared.maxconn(i))
+        .any(|(i, (_, node))| node.takes_renders() && node.in_flight < shared.maxconn(i))
 }
 
 fn snapshots(shared: &Shared, state: &State, now: Instant) -> Vec<NodeSnapshot> {
@@ -772,6 +773,55 @@ impl Pool {
         }
     }
 
+    /// Applies a node's peak RSS, as its last probe reported it: past its
+    /// `--maxrss` the node drains (it is about to exit), and a reading under
+    /// it after that means a new process.
+    pub fn record_rss(&self, node: usize, peak: u64) -> Option<DrainChange> {
+        let change = {
+            let mut state = lock(&self.shared.state);
+            state.nodes[node].peak_rss = Some(peak);
+            let limit = self.shared.specs[node].maxrss?;
+            let change = state.nodes[node].drain.on_rss(peak, limit, Instant::now());
+            self.after_drain(&mut state, change.as_ref());
+            change
+        };
+        self.log_drain(node, change.as_ref());
+        change
+    }
+
+    /// Drains a node (`on`) or makes it ready again, for an operator.
+    pub fn set_operator_drain(&self, node: usize, on: bool) -> Option<DrainChange> {
+        let change = {
+            let mut state = lock(&self.shared.state);
+            let change = state.nodes[node].drain.set_operator(on, Instant::now());
+            self.after_drain(&mut state, change.as_ref());
+            change
+        };
+        self.log_drain(node, change.as_ref());
+        change
+    }
+
+    fn after_drain(&self, state: &mut State, change: Option<&DrainChange>) {
+        if let Some(DrainChange::Ended(_)) = change {
+            dispatch(&self.shared, state);
+        }
+    }
+
+    fn log_drain(&self, node: usize, change: Option<&DrainChange>) {
+        let url = self.shared.specs[node].endpoint.display();
+        match change {
+            Some(DrainChange::Started(reason)) => tracing::warn!(
+                target: "scrapy_splash_cluster::health",
+                "Splash node {url} is DRAIN (no new renders, those in flight finish): {reason}"
+            ),
+            Some(DrainChange::Ended(reason)) => tracing::info!(
+                target: "scrapy_splash_cluster::health",
+                "Splash node {url} takes renders again: {reason}"
+            ),
+            None => {}
+        }
+    }
+
     /// One node's phase, now.
     pub fn phase(&self, node: usize) -> Phase {
         lock(&self.shared.state).nodes[node].health.phase()
@@ -826,6 +876,7 @@ mod tests {
                 endpoint: NodeEndpoint::parse("url", &format!("http://node-{i}:8050")).unwrap(),
                 maxconn,
                 weight: 1,
+                maxrss: None,
             })
             .collect();
         Pool::new(specs, LIMITS, Box::new(LeastConn::new()))

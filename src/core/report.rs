@@ -150,6 +150,11 @@ impl ReportSource {
         }
     }
 
+    /// The pool reported on.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// The report now.
     pub fn report(&self) -> ClusterReport {
         ClusterReport {
@@ -163,6 +168,11 @@ impl ReportSource {
 }
 
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// Whether the node answers: UP, on its way down, or draining.
+fn reachable(n: &NodeSnapshot) -> bool {
+    matches!(n.state, "UP" | "GOING DOWN" | "DRAIN")
+}
 
 fn node_json(n: &NodeSnapshot) -> Value {
     let c = &n.counters;
@@ -184,6 +194,9 @@ fn node_json(n: &NodeSnapshot) -> Value {
         "abandoned": c.abandoned,
         "downs": c.downs,
         "ups": c.ups,
+        "drain": n.drain,
+        "peak_rss_bytes": n.peak_rss,
+        "maxrss_bytes": n.maxrss,
         "last_probe": n.last_probe.as_ref().map(|p| json!({
             "ok": p.ok,
             "detail": p.detail,
@@ -244,8 +257,20 @@ impl ClusterReport {
         family(
             "splash_cluster_node_up",
             "gauge",
-            "Whether the node takes requests (1) or is DOWN (0).",
-            per_node(&|n| f64::from(u8::from(matches!(n.state, "UP" | "GOING DOWN")))),
+            "Whether the node is reachable (1) or DOWN (0); a draining node is up.",
+            per_node(&|n| f64::from(u8::from(reachable(n)))),
+        );
+        family(
+            "splash_cluster_node_draining",
+            "gauge",
+            "Whether the node starts no new render (1: DRAIN, by an operator, its --maxrss or DNS).",
+            per_node(&|n| f64::from(u8::from(!n.drain.is_empty()))),
+        );
+        family(
+            "splash_cluster_node_peak_rss_bytes",
+            "gauge",
+            "The peak RSS the node's last /_ping reported (NaN: none yet).",
+            per_node(&|n| n.peak_rss.map_or(f64::NAN, |b| b as f64)),
         );
         family(
             "splash_cluster_node_in_flight",
@@ -496,11 +521,7 @@ impl ClusterReport {
         }
         let t = &self.totals;
         let errors: u64 = t.errors.iter().map(|(_, v)| v).sum();
-        let up = self
-            .nodes
-            .iter()
-            .filter(|n| matches!(n.state, "UP" | "GOING DOWN"))
-            .count();
+        let up = self.nodes.iter().filter(|n| reachable(n)).count();
         format!(
             r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -523,6 +544,7 @@ tr.up .state{{background:#d9f2dd;color:#17602a}}
 tr.going-down .state{{background:#fff1c2;color:#7a5600}}
 tr.down .state{{background:#f9d4d4;color:#8a1c1c}}
 tr.coming-up .state{{background:#dbe8ff;color:#1d4b99}}
+tr.drain .state{{background:#eadcf7;color:#5b2a86}}
 .reason{{color:#666;font-size:.85em}}
 footer{{color:#888;font-size:.8em;margin-top:1rem}}
 </style></head><body>
@@ -632,6 +654,9 @@ mod tests {
                 latency: Duration::from_millis(3),
                 age: Duration::from_secs(1),
             }),
+            drain: Vec::new(),
+            peak_rss: None,
+            maxrss: None,
         };
         ClusterReport {
             nodes: vec![
