@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -30,7 +31,6 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
-import os
 from urllib.parse import quote, urlsplit
 
 from scrapy_splash_cluster._node_url import basic_authorization, mask_password, split_credentials
