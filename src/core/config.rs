@@ -230,6 +230,12 @@ pub struct NodeSpec {
     pub maxrss: Option<u64>,
 }
 
+impl AsRef<NodeSpec> for NodeSpec {
+    fn as_ref(&self) -> &NodeSpec {
+        self
+    }
+}
+
 /// Cluster-wide options as the user gives them, before validation.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {

@@ -99,7 +99,7 @@ fn names(spec: &NodeSpec) -> Vec<String> {
 }
 
 /// The one node `name` designates among `specs`.
-pub fn find_node(specs: &[NodeSpec], name: &str) -> Result<usize, LookupError> {
+pub fn find_node<S: AsRef<NodeSpec>>(specs: &[S], name: &str) -> Result<usize, LookupError> {
     let wanted = name.trim().trim_end_matches('/');
     // The most precise kind of name decides: a URL that matches one node
     // wins over a bare host that several share.
@@ -107,7 +107,7 @@ pub fn find_node(specs: &[NodeSpec], name: &str) -> Result<usize, LookupError> {
         let matches: Vec<usize> = specs
             .iter()
             .enumerate()
-            .filter(|(_, spec)| names(spec).get(level).is_some_and(|n| n == wanted))
+            .filter(|(_, spec)| names(spec.as_ref()).get(level).is_some_and(|n| n == wanted))
             .map(|(i, _)| i)
             .collect();
         match matches.as_slice() {
@@ -118,7 +118,7 @@ pub fn find_node(specs: &[NodeSpec], name: &str) -> Result<usize, LookupError> {
                     name: name.to_owned(),
                     matches: matches
                         .iter()
-                        .map(|&i| specs[i].endpoint.display().to_owned())
+                        .map(|&i| specs[i].as_ref().endpoint.display().to_owned())
                         .collect(),
                 })
             }
@@ -128,14 +128,14 @@ pub fn find_node(specs: &[NodeSpec], name: &str) -> Result<usize, LookupError> {
         name: name.to_owned(),
         known: specs
             .iter()
-            .map(|s| s.endpoint.display().to_owned())
+            .map(|s| s.as_ref().endpoint.display().to_owned())
             .collect(),
     })
 }
 
 /// Drains or readies the node `name` designates; its state after that.
 pub fn apply(pool: &Pool, name: &str, action: NodeAction) -> Result<NodeSnapshot, LookupError> {
-    let node = find_node(pool.specs(), name)?;
+    let node = find_node(&pool.specs(), name)?;
     pool.set_operator_drain(node, action == NodeAction::Drain);
     Ok(pool.snapshot().swap_remove(node))
 }

@@ -1,8 +1,10 @@
 //! One node's live state: its load, its health and its counters, and the
 //! snapshot of it that users see.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::NodeSpec;
@@ -59,9 +61,13 @@ impl NodeCounters {
     }
 }
 
-/// The mutable state of one node, kept under the pool's lock.
+/// The state of one node, kept under the pool's lock.
 #[derive(Debug)]
 pub struct NodeState {
+    /// Where it is and what it takes (shared with the leases on it).
+    pub spec: Arc<NodeSpec>,
+    /// Bumped when the node goes DOWN, so attempts in flight on it give up.
+    pub down_signal: watch::Sender<u64>,
     /// Requests in flight on the node now.
     pub in_flight: usize,
     /// Of those, requests that a node died under before (suspects of a
@@ -79,11 +85,18 @@ pub struct NodeState {
 
 impl NodeState {
     /// A fresh node, UP.
-    pub fn new(now: Instant) -> Self {
+    pub fn new(spec: NodeSpec, now: Instant) -> Self {
+        Self::with_health(spec, Health::new(now))
+    }
+
+    /// A node in this health.
+    pub fn with_health(spec: NodeSpec, health: Health) -> Self {
         Self {
+            spec: Arc::new(spec),
+            down_signal: watch::channel(0).0,
             in_flight: 0,
             suspects_in_flight: 0,
-            health: Health::new(now),
+            health,
             drain: Drain::default(),
             peak_rss: None,
             counters: NodeCounters::default(),
@@ -140,7 +153,8 @@ pub struct NodeSnapshot {
 
 impl NodeSnapshot {
     /// Takes the snapshot.
-    pub fn of(spec: &NodeSpec, state: &NodeState, now: Instant) -> Self {
+    pub fn of(state: &NodeState, now: Instant) -> Self {
+        let spec = &state.spec;
         let health = &state.health;
         let drain = &state.drain;
         // A node that cannot be reached shows that first; a reachable one

@@ -64,10 +64,7 @@ struct State {
 }
 
 struct Shared {
-    specs: Vec<NodeSpec>,
     thresholds: HealthThresholds,
-    /// Bumped when a node goes DOWN, so attempts in flight on it give up.
-    down_signals: Vec<watch::Sender<u64>>,
     /// Where slots are counted: here, or across a fleet in Redis.
     accounting: SlotAccounting,
     /// Rung when a request starts waiting, for the fleet queue's server.
@@ -86,9 +83,9 @@ impl Shared {
 
     /// The renders this process may have in flight on a node: its maxconn,
     /// or in fallback its share of it.
-    fn maxconn(&self, node: usize) -> usize {
+    fn maxconn(&self, state: &State, node: usize) -> usize {
         match &self.accounting {
-            SlotAccounting::Local => self.specs[node].maxconn,
+            SlotAccounting::Local => state.nodes[node].spec.maxconn,
             SlotAccounting::Fleet(fleet) => fleet.local_maxconn(node),
         }
     }
@@ -104,6 +101,7 @@ pub struct Pool {
 pub struct Lease {
     shared: Arc<Shared>,
     node: usize,
+    spec: Arc<NodeSpec>,
     /// Subscribed when the slot was taken, under the pool's lock, so that a
     /// node marked DOWN at any moment after that is seen by the attempt.
     down: watch::Receiver<u64>,
@@ -133,7 +131,7 @@ impl Lease {
 
     /// The node.
     pub fn spec(&self) -> &NodeSpec {
-        &self.shared.specs[self.node]
+        &self.spec
     }
 
     /// Resolves when the node is marked DOWN after the lease was taken.
@@ -222,10 +220,11 @@ impl Lease {
             let next = Lease {
                 shared: Arc::clone(&self.shared),
                 node,
-                down: self.shared.down_signals[node].subscribe(),
+                spec: Arc::clone(&self.spec),
+                down: state.nodes[node].down_signal.subscribe(),
                 suspect,
                 fleet_lease: self.fleet_lease.take(),
-                life: *self.shared.down_signals[node].borrow(),
+                life: *state.nodes[node].down_signal.borrow(),
                 handoffs: self.handoffs + 1,
                 armed: true,
             };
@@ -253,15 +252,14 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 fn candidates(shared: &Shared, state: &State, tried: &Tried) -> Vec<Candidate> {
-    shared
-        .specs
+    state
+        .nodes
         .iter()
-        .zip(&state.nodes)
         .enumerate()
-        .map(|(i, (spec, node))| Candidate {
+        .map(|(i, node)| Candidate {
             in_flight: node.in_flight,
-            maxconn: shared.maxconn(i),
-            weight: spec.weight,
+            maxconn: shared.maxconn(state, i),
+            weight: node.spec.weight,
             up: node.takes_renders(),
             tried: tried.contains(i),
             preferred: tried.prefers(i),
@@ -290,13 +288,15 @@ fn take_slot(shared: &Arc<Shared>, state: &mut State, tried: &Tried) -> Option<L
         SlotAccounting::Fleet(fleet) => Some(fleet.hold_locally(node)),
         SlotAccounting::Local => None,
     };
+    let taken = &state.nodes[node];
     Some(Lease {
         shared: Arc::clone(shared),
         node,
-        down: shared.down_signals[node].subscribe(),
+        spec: Arc::clone(&taken.spec),
+        down: taken.down_signal.subscribe(),
         suspect,
         fleet_lease,
-        life: *shared.down_signals[node].borrow(),
+        life: *taken.down_signal.borrow(),
         handoffs: 0,
         armed: true,
     })
@@ -326,13 +326,15 @@ fn lease_from_fleet(shared: &Arc<Shared>, state: &mut State, taken: Taken, tried
     if suspect {
         node.suspects_in_flight += 1;
     }
+    let node = &state.nodes[taken.node];
     Lease {
         shared: Arc::clone(shared),
         node: taken.node,
-        down: shared.down_signals[taken.node].subscribe(),
+        spec: Arc::clone(&node.spec),
+        down: node.down_signal.subscribe(),
         suspect,
         fleet_lease: Some(taken.lease),
-        life: *shared.down_signals[taken.node].borrow(),
+        life: *node.down_signal.borrow(),
         handoffs: 0,
         armed: true,
     }
@@ -366,20 +368,18 @@ fn dispatch(shared: &Arc<Shared>, state: &mut State) {
 
 /// Whether any node takes renders and is below its maxconn.
 fn any_free_slot(shared: &Shared, state: &State) -> bool {
-    shared
-        .specs
+    state
+        .nodes
         .iter()
-        .zip(&state.nodes)
         .enumerate()
-        .any(|(i, (_, node))| node.takes_renders() && node.in_flight < shared.maxconn(i))
+        .any(|(i, node)| node.takes_renders() && node.in_flight < shared.maxconn(state, i))
 }
 
-fn snapshots(shared: &Shared, state: &State, now: Instant) -> Vec<NodeSnapshot> {
-    shared
-        .specs
+fn snapshots(state: &State, now: Instant) -> Vec<NodeSnapshot> {
+    state
+        .nodes
         .iter()
-        .zip(&state.nodes)
-        .map(|(spec, node)| NodeSnapshot::of(spec, node, now))
+        .map(|node| NodeSnapshot::of(node, now))
         .collect()
 }
 
@@ -419,13 +419,13 @@ impl Pool {
         accounting: SlotAccounting,
     ) -> Self {
         let now = Instant::now();
-        let nodes = specs.iter().map(|_| NodeState::new(now)).collect();
-        let down_signals = specs.iter().map(|_| watch::channel(0).0).collect();
+        let nodes = specs
+            .into_iter()
+            .map(|spec| NodeState::new(spec, now))
+            .collect();
         Self {
             shared: Arc::new(Shared {
-                specs,
                 thresholds,
-                down_signals,
                 accounting,
                 queued: Notify::new(),
                 state: Mutex::new(State {
@@ -440,9 +440,23 @@ impl Pool {
         }
     }
 
-    /// The nodes as configured.
-    pub fn specs(&self) -> &[NodeSpec] {
-        &self.shared.specs
+    /// The nodes, in the order they joined.
+    pub fn specs(&self) -> Vec<Arc<NodeSpec>> {
+        lock(&self.shared.state)
+            .nodes
+            .iter()
+            .map(|n| Arc::clone(&n.spec))
+            .collect()
+    }
+
+    /// One node's spec.
+    pub fn spec(&self, node: usize) -> Arc<NodeSpec> {
+        Arc::clone(&lock(&self.shared.state).nodes[node].spec)
+    }
+
+    /// How many nodes the pool has (forgotten ones included: indices stay).
+    pub fn len(&self) -> usize {
+        lock(&self.shared.state).nodes.len()
     }
 
     /// A slot on the best node for a request that already tried `tried`,
@@ -546,7 +560,7 @@ impl Pool {
                     let now = Instant::now();
                     return Err(AcquireError::TimedOut {
                         waited: now.saturating_duration_since(started),
-                        nodes: snapshots(&self.shared, &state, now),
+                        nodes: snapshots(&state, now),
                     });
                 }
                 drop(state);
@@ -748,7 +762,9 @@ impl Pool {
         match transition {
             Some(Transition::WentDown(_)) => {
                 state.nodes[node].counters.downs += 1;
-                self.shared.down_signals[node].send_modify(|epoch| *epoch += 1);
+                state.nodes[node]
+                    .down_signal
+                    .send_modify(|epoch| *epoch += 1);
             }
             Some(Transition::WentUp(_)) => {
                 state.nodes[node].counters.ups += 1;
@@ -759,7 +775,11 @@ impl Pool {
     }
 
     fn log(&self, node: usize, transition: Option<&Transition>) {
-        let url = self.shared.specs[node].endpoint.display();
+        if transition.is_none() {
+            return;
+        }
+        let spec = self.spec(node);
+        let url = spec.endpoint.display();
         match transition {
             Some(Transition::WentDown(reason)) => tracing::warn!(
                 target: "scrapy_splash_cluster::health",
@@ -780,7 +800,7 @@ impl Pool {
         let change = {
             let mut state = lock(&self.shared.state);
             state.nodes[node].peak_rss = Some(peak);
-            let limit = self.shared.specs[node].maxrss?;
+            let limit = state.nodes[node].spec.maxrss?;
             let change = state.nodes[node].drain.on_rss(peak, limit, Instant::now());
             self.after_drain(&mut state, change.as_ref());
             change
@@ -808,7 +828,11 @@ impl Pool {
     }
 
     fn log_drain(&self, node: usize, change: Option<&DrainChange>) {
-        let url = self.shared.specs[node].endpoint.display();
+        if change.is_none() {
+            return;
+        }
+        let spec = self.spec(node);
+        let url = spec.endpoint.display();
         match change {
             Some(DrainChange::Started(reason)) => tracing::warn!(
                 target: "scrapy_splash_cluster::health",
@@ -830,7 +854,7 @@ impl Pool {
     /// Every node, now.
     pub fn snapshot(&self) -> Vec<NodeSnapshot> {
         let state = lock(&self.shared.state);
-        snapshots(&self.shared, &state, Instant::now())
+        snapshots(&state, Instant::now())
     }
 
     /// The admission queue, now.

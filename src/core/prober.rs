@@ -75,9 +75,11 @@ async fn probe_node<T: Transport>(
             next = started + settings.fast_interval;
             continue;
         }
-        let endpoint = &pool.specs()[node].endpoint;
-        let probe =
-            tokio::time::timeout(settings.timeout, transport.probe(endpoint, &settings.path));
+        let spec = pool.spec(node);
+        let probe = tokio::time::timeout(
+            settings.timeout,
+            transport.probe(&spec.endpoint, &settings.path),
+        );
         let result = tokio::select! {
             result = probe => result,
             _ = stop.wait_for(|stopped| *stopped) => return,
