@@ -141,6 +141,7 @@ class SplashCluster:
         connect_timeout: float = 5.0,
         retry_budget: float = 0.2,
         poison_limit: int = 2,
+        dns_interval: float = 10.0,
         stats_port: int | None = None,
         stats_host: str = "127.0.0.1",
         stats_user: str = "scrapy",

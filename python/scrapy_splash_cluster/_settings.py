@@ -94,6 +94,7 @@ class ClusterSettings:
     redis_key_prefix: str = "splash_cluster"
     redis_lease_ttl: float = 15.0
     node_maxrss: int | None = None
+    dns_interval: float = 10.0
 
     @property
     def nodes_have_credentials(self) -> bool:
@@ -127,6 +128,7 @@ class ClusterSettings:
             "redis_key_prefix": self.redis_key_prefix,
             "redis_lease_ttl": self.redis_lease_ttl,
             "node_maxrss": self.node_maxrss,
+            "dns_interval": self.dns_interval,
         }
 
     @classmethod
@@ -177,12 +179,28 @@ class ClusterSettings:
                 settings.get("SPLASH_CLUSTER_REDIS_KEY_PREFIX") or "splash_cluster"
             ),
             redis_lease_ttl=_seconds(settings, "SPLASH_CLUSTER_REDIS_LEASE_TTL", 15.0),
+            dns_interval=_dns_interval(settings),
             node_maxrss=(
                 _int(settings, "SPLASH_CLUSTER_NODE_MAXRSS", 0, 1)
                 if settings.get("SPLASH_CLUSTER_NODE_MAXRSS") is not None
                 else None
             ),
         )
+
+
+def _dns_interval(settings: BaseSettings) -> float:
+    """Seconds between two resolutions of the nodes' names; 0: at start only."""
+    name = "SPLASH_CLUSTER_DNS_INTERVAL"
+    raw = settings.get(name, 10.0)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not (value == 0 or 0 < value < float("inf")):
+        raise _fail(
+            name, raw, "a number of seconds such as 10, or 0 to resolve names at start only"
+        )
+    return value
 
 
 def _share(settings: BaseSettings, name: str, default: float) -> float:
@@ -239,7 +257,11 @@ def _port(settings: BaseSettings, name: str) -> int | None:
 
 
 def _label(url: str) -> str:
-    """A node's name in stats: host:port, never credentials."""
+    """A node's name in stats: host:port, never credentials; a node found by
+    DNS (shown as ``url (address)``) is ``host:port (address)``."""
+    base, space, address = url.partition(" (")
+    if space:
+        return f"{_label(base)} ({address}"
     parts = urlsplit(split_credentials(url)[1])
     host = parts.hostname or url
     return f"{host}:{parts.port}" if parts.port else host

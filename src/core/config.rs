@@ -59,6 +59,9 @@ pub struct NodeEndpoint {
     base: Url,
     display: String,
     authorization: Option<String>,
+    /// The address to connect to, when the node is one address of a name
+    /// (DNS discovery): requests keep the name for `Host` and TLS.
+    connect_to: Option<SocketAddr>,
 }
 
 impl NodeEndpoint {
@@ -110,7 +113,30 @@ impl NodeEndpoint {
             base: url,
             display,
             authorization,
+            connect_to: None,
         })
+    }
+
+    /// Whether the host is a name (not an address), which DNS may resolve
+    /// to several nodes.
+    pub fn host_is_name(&self) -> bool {
+        matches!(self.base.host(), Some(url::Host::Domain(_)))
+    }
+
+    /// This node at one address of its name: same URL, credentials and
+    /// path, connected to `addr`, shown as `url (address)`.
+    pub fn at_address(&self, addr: IpAddr) -> Self {
+        Self {
+            base: self.base.clone(),
+            display: format!("{} ({addr})", self.display),
+            authorization: self.authorization.clone(),
+            connect_to: Some(SocketAddr::new(addr, self.port())),
+        }
+    }
+
+    /// The address it is pinned to, for a node found by DNS.
+    pub fn connect_to(&self) -> Option<SocketAddr> {
+        self.connect_to
     }
 
     /// The URL of `path` (with its query) on this node, below its base path.
@@ -121,9 +147,18 @@ impl NodeEndpoint {
     }
 
     /// The node's URL without credentials: what names the node to every
-    /// process of a fleet.
-    pub fn base_url(&self) -> &str {
-        self.base.as_str().trim_end_matches('/')
+    /// process of a fleet. A node found by DNS is named by its address
+    /// (`http://10.0.0.5:8050`), the same in every process that resolves it.
+    pub fn base_url(&self) -> String {
+        match self.connect_to {
+            None => self.base.as_str().trim_end_matches('/').to_owned(),
+            Some(addr) => {
+                let mut url = self.base.clone();
+                // Setting an IP host on an http(s) URL cannot fail.
+                let _ = url.set_ip_host(addr.ip());
+                url.as_str().trim_end_matches('/').to_owned()
+            }
+        }
     }
 
     /// The node's host (a name or an address), as in its URL.
@@ -273,6 +308,8 @@ pub struct ClusterOptions {
     /// Node deaths under one request's renders before it is given up as a
     /// page that kills nodes.
     pub poison_limit: u32,
+    /// Time between two resolutions of the nodes' names; None: only at start.
+    pub dns_interval: Option<Duration>,
     /// The stats page, if wanted.
     pub stats: Option<StatsOptions>,
 }
@@ -296,6 +333,7 @@ impl Default for ClusterOptions {
             connect_timeout: Duration::from_secs(5),
             retry_budget: Some(0.2),
             poison_limit: 2,
+            dns_interval: Some(Duration::from_secs(10)),
             stats: None,
         }
     }
@@ -337,6 +375,8 @@ pub struct ClusterConfig {
     pub retry_budget: Option<f64>,
     /// Node deaths under one request before it fails as poisoned.
     pub poison_limit: u32,
+    /// Time between two resolutions of the nodes' names; None: only at start.
+    pub dns_interval: Option<Duration>,
     /// The stats page, if wanted.
     pub stats: Option<StatsConfig>,
 }
@@ -458,6 +498,10 @@ impl ClusterOptions {
                 other => other,
             },
             poison_limit: self.poison_limit,
+            dns_interval: match self.dns_interval {
+                Some(interval) => Some(positive_duration("dns_interval", interval)?),
+                None => None,
+            },
             stats: self.stats.map(StatsOptions::validate).transpose()?,
         })
     }

@@ -87,10 +87,11 @@ pub fn parse_control_path(path: &str) -> Option<(String, NodeAction)> {
 /// The names a node answers to, most precise first.
 fn names(spec: &NodeSpec) -> Vec<String> {
     let endpoint = &spec.endpoint;
-    let mut names = vec![
-        endpoint.base_url().to_owned(),
-        endpoint.display().to_owned(),
-    ];
+    let mut names = vec![endpoint.base_url(), endpoint.display().to_owned()];
+    if let Some(addr) = endpoint.connect_to() {
+        names.push(addr.to_string());
+        names.push(addr.ip().to_string());
+    }
     if let Some(host) = endpoint.host() {
         names.push(format!("{host}:{}", endpoint.port()));
         names.push(host.to_owned());
@@ -103,7 +104,7 @@ pub fn find_node<S: AsRef<NodeSpec>>(specs: &[S], name: &str) -> Result<usize, L
     let wanted = name.trim().trim_end_matches('/');
     // The most precise kind of name decides: a URL that matches one node
     // wins over a bare host that several share.
-    for level in 0..4 {
+    for level in 0..6 {
         let matches: Vec<usize> = specs
             .iter()
             .enumerate()
@@ -137,7 +138,7 @@ pub fn find_node<S: AsRef<NodeSpec>>(specs: &[S], name: &str) -> Result<usize, L
 pub fn apply(pool: &Pool, name: &str, action: NodeAction) -> Result<NodeSnapshot, LookupError> {
     let node = find_node(&pool.specs(), name)?;
     pool.set_operator_drain(node, action == NodeAction::Drain);
-    Ok(pool.snapshot().swap_remove(node))
+    Ok(pool.snapshot_of(node))
 }
 
 #[cfg(test)]

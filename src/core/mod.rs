@@ -10,6 +10,7 @@ pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod discovery;
 pub mod drain;
 pub mod error;
 pub mod fleet;

@@ -103,6 +103,12 @@ impl NodeState {
         }
     }
 
+    /// Whether the node left DNS and has nothing in flight: no longer
+    /// shown nor probed.
+    pub fn is_forgotten(&self) -> bool {
+        self.in_flight == 0 && self.drain.has(super::drain::DrainCause::Vanished)
+    }
+
     /// Whether new renders may start on the node: UP and not draining.
     pub fn takes_renders(&self) -> bool {
         self.health.is_up() && !self.drain.is_draining()

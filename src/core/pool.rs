@@ -19,10 +19,10 @@ use tokio::time::Instant;
 
 use super::admission::{AdmissionQueue, Tried};
 use super::config::{HealthThresholds, NodeSpec};
-use super::drain::DrainChange;
+use super::drain::{Drain, DrainChange};
 use super::fleet::{FleetCandidate, LeaseId, Taken};
 use super::fleet_slots::{FleetReport, FleetSlots, SlotAccounting};
-use super::health::{Phase, ProbeResult, Transition};
+use super::health::{Health, Phase, ProbeResult, Transition};
 use super::node::{NodeSnapshot, NodeState};
 use super::outcome::Outcome;
 use super::selection::{Candidate, SelectionPolicy};
@@ -379,6 +379,7 @@ fn snapshots(state: &State, now: Instant) -> Vec<NodeSnapshot> {
     state
         .nodes
         .iter()
+        .filter(|node| !node.is_forgotten())
         .map(|node| NodeSnapshot::of(node, now))
         .collect()
 }
@@ -455,7 +456,7 @@ impl Pool {
     }
 
     /// How many nodes the pool has (forgotten ones included: indices stay).
-    pub fn len(&self) -> usize {
+    pub fn node_count(&self) -> usize {
         lock(&self.shared.state).nodes.len()
     }
 
@@ -811,14 +812,44 @@ impl Pool {
 
     /// Drains a node (`on`) or makes it ready again, for an operator.
     pub fn set_operator_drain(&self, node: usize, on: bool) -> Option<DrainChange> {
+        self.change_drain(node, |drain, now| drain.set_operator(on, now))
+    }
+
+    /// Drains a node whose address left DNS (`on`), or lists it again.
+    pub fn set_vanished(&self, node: usize, on: bool) -> Option<DrainChange> {
+        self.change_drain(node, |drain, now| drain.set_vanished(on, now))
+    }
+
+    fn change_drain(
+        &self,
+        node: usize,
+        change: impl FnOnce(&mut Drain, Instant) -> Option<DrainChange>,
+    ) -> Option<DrainChange> {
         let change = {
             let mut state = lock(&self.shared.state);
-            let change = state.nodes[node].drain.set_operator(on, Instant::now());
+            let change = change(&mut state.nodes[node].drain, Instant::now());
             self.after_drain(&mut state, change.as_ref());
             change
         };
         self.log_drain(node, change.as_ref());
         change
+    }
+
+    /// Adds a node (one DNS found while running); its index.
+    pub fn add_node(&self, spec: NodeSpec, health: Health) -> usize {
+        let mut state = lock(&self.shared.state);
+        state.nodes.push(NodeState::with_health(spec, health));
+        state.nodes.len() - 1
+    }
+
+    /// Whether the node left DNS and has nothing in flight.
+    pub fn is_forgotten(&self, node: usize) -> bool {
+        lock(&self.shared.state).nodes[node].is_forgotten()
+    }
+
+    /// One node's state now.
+    pub fn snapshot_of(&self, node: usize) -> NodeSnapshot {
+        NodeSnapshot::of(&lock(&self.shared.state).nodes[node], Instant::now())
     }
 
     fn after_drain(&self, state: &mut State, change: Option<&DrainChange>) {

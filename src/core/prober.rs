@@ -41,18 +41,26 @@ pub fn spawn_probes<T: Transport>(
     settings: &ProbeSettings,
     stop: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
-    (0..pool.specs().len())
-        .map(|node| {
-            let task = probe_node(
-                pool.clone(),
-                Arc::clone(transport),
-                settings.clone(),
-                stop.clone(),
-                node,
-            );
-            tokio::spawn(task)
-        })
+    (0..pool.node_count())
+        .map(|node| spawn_probe(pool, transport, settings, stop, node))
         .collect()
+}
+
+/// Starts the probe task of one node (one found by DNS while running).
+pub fn spawn_probe<T: Transport>(
+    pool: &Pool,
+    transport: &Arc<T>,
+    settings: &ProbeSettings,
+    stop: &watch::Receiver<bool>,
+    node: usize,
+) -> JoinHandle<()> {
+    tokio::spawn(probe_node(
+        pool.clone(),
+        Arc::clone(transport),
+        settings.clone(),
+        stop.clone(),
+        node,
+    ))
 }
 
 async fn probe_node<T: Transport>(
@@ -69,6 +77,11 @@ async fn probe_node<T: Transport>(
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
         let started = Instant::now();
+        if pool.is_forgotten(node) {
+            // Gone from DNS and idle: probed again if its address returns.
+            next = started + settings.interval;
+            continue;
+        }
         if !pool.probes_here() {
             // A fleet probes its nodes once, from the elected process; this
             // one follows the verdicts, ready to take over.

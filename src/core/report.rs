@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::discovery::{NameReport, NamesStatus};
 use super::error::ClusterError;
 use super::fleet_slots::FleetReport;
 use super::node::NodeSnapshot;
@@ -130,6 +131,8 @@ pub struct ClusterReport {
     pub uptime: Duration,
     /// The fleet this process shares its nodes with, if any.
     pub fleet: Option<FleetReport>,
+    /// The names followed in DNS.
+    pub dns: Vec<NameReport>,
 }
 
 /// Where reports come from: the pool and the totals of one cluster.
@@ -137,6 +140,7 @@ pub struct ClusterReport {
 pub struct ReportSource {
     pool: Pool,
     totals: Arc<RequestTotals>,
+    names: NamesStatus,
     started: Instant,
 }
 
@@ -146,8 +150,14 @@ impl ReportSource {
         Self {
             pool,
             totals,
+            names: NamesStatus::default(),
             started: Instant::now(),
         }
+    }
+
+    /// The names followed in DNS, filled in by the discovery task.
+    pub fn names(&self) -> &NamesStatus {
+        &self.names
     }
 
     /// The pool reported on.
@@ -163,6 +173,7 @@ impl ReportSource {
             totals: self.totals.snapshot(),
             uptime: self.started.elapsed(),
             fleet: self.pool.fleet_report(),
+            dns: self.names.report(),
         }
     }
 }
@@ -226,6 +237,12 @@ impl ClusterReport {
                 "errors": self.totals.errors.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "retries_denied": self.totals.retries_denied,
             },
+            "dns": self.dns.iter().map(|n| json!({
+                "name": n.name,
+                "addresses": n.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "error": n.error,
+                "seconds_since_resolved": n.resolved_ago.as_secs_f64(),
+            })).collect::<Vec<_>>(),
             "fleet": self.fleet.as_ref().map(|f| json!({
                 "mode": if f.shared { "shared" } else { "fallback" },
                 "processes": f.processes,
@@ -686,6 +703,7 @@ mod tests {
             },
             uptime: Duration::from_secs(3700),
             fleet: None,
+            dns: Vec::new(),
         }
     }
 
