@@ -71,8 +71,10 @@ pool), unless the mode is ``hang``, ``refuse`` or ``restart``, or the fault has
 ``ping=True``.
 """
 
+from ._faults import FAULT_MODES
 from ._handle import MockSplashNode, MockSplashNodeError, start_nodes, stop_nodes
-from ._node import FAULT_MODES, JPEG_BYTES, PNG_BYTES, RENDER_ENDPOINTS, MockSplashServer
+from ._node import RENDER_ENDPOINTS, MockSplashServer
+from ._pages import JPEG_BYTES, PNG_BYTES
 
 __all__ = [
     "FAULT_MODES",

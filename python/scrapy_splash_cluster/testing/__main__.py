@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=RENDER_MODES,
         default="static",
         help="static: answer fixed content (default); fetch: load the url from a loopback "
-        "site and emulate its page script (see the _node module docstring)",
+        "site and emulate its page script (see the _node and _fetch module docstrings)",
     )
     parser.add_argument(
         "--parent-pid",
