@@ -13,7 +13,12 @@ What is faithful to Splash 3.5 (``splash/resources.py``, ``render_options.py``):
   the global timeout starts when the request arrives, so a request can time out
   in the queue. As in Splash, the timer is ``timeout + wait`` seconds and the
   504's ``info.timeout`` is ``timeout``;
-* a client that disconnects cancels its render and frees its slot.
+* a client that disconnects cancels its render and frees its slot;
+* with ``capacity`` (None: unlimited), a node whose host can serve fewer
+  renders at full speed than its slots accept: beyond ``capacity`` renders,
+  all renders share the node as a CPU-bound Splash's do (processor sharing,
+  see ``_capacity``), so each one's render time stretches in proportion, and
+  the timeout, counted from arrival, ends a stretched render as a 504 too.
 
 What is not, in the default ``"static"`` render mode: pages are not fetched
 and Lua is not run. A render takes ``latency + wait`` seconds and returns fixed
@@ -72,6 +77,7 @@ import time
 from typing import Any
 
 from ._args import DEFAULT_TIMEOUT, ArgumentCache, parse_args, validate
+from ._capacity import SharedCpu
 from ._errors import (
     HTML,
     NOT_FOUND_BODY,
@@ -219,6 +225,7 @@ class MockSplashServer:
         latency: float = 0.0,
         bind_retry: float = 0.5,
         render_mode: str = "static",
+        capacity: int | None = None,
     ) -> None:
         if not name or not name.isprintable() or not name.isascii():
             raise ValueError(f"name must be printable ASCII, got {name!r}")
@@ -249,6 +256,8 @@ class MockSplashServer:
         self._jobs: set[_Job] = set()
         self._active = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Renders past the node's capacity share it (see _capacity).
+        self._cpu = SharedCpu(capacity)
         self._fault = FaultState()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -407,6 +416,9 @@ class MockSplashServer:
             "slots": self.slots,
             "latency": self.latency,
             "render_mode": self.render_mode,
+            "capacity": self._cpu.model.capacity,
+            "speed": self._cpu.model.speed,
+            "min_speed": self._cpu.model.min_speed,
             "requests": s.requests,
             "by_endpoint": dict(s.by_endpoint),
             "pings": s.pings,
@@ -430,6 +442,7 @@ class MockSplashServer:
     def reset_stats(self) -> None:
         """Zero the counters (not the fault, not what is in progress)."""
         self._stats = _Stats.fresh(len(self._jobs), self._active)
+        self._cpu.model.reset_min_speed()
 
     # -- control port ----------------------------------------------------------
 
@@ -627,8 +640,8 @@ class MockSplashServer:
                 if self._loads_page(job):
                     job.page = await self._load(job)
                 # A page that failed to load answers at once, as in Splash.
-                if job.render_time > 0 and not isinstance(job.page, Response):
-                    await asyncio.sleep(job.render_time)
+                if not isinstance(job.page, Response):
+                    await self._cpu.run(job.render_time)
             finally:
                 job.rendering = False
                 self._release()
