@@ -763,3 +763,127 @@ def test_capacity_above_the_renders_changes_nothing(splash_nodes: SplashNodesFac
 def test_capacity_is_checked(splash_nodes: SplashNodesFactory) -> None:
     with pytest.raises(ValueError, match="capacity must be an integer >= 1"):
         splash_nodes(1, capacity=0)
+
+
+# -- --maxrss: the simulated peak RSS, the exit, the supervisor's restart -------------
+
+MB = 1024 * 1024
+
+
+def _raw_render(node: MockSplashNode, wait: float = 20.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", node.port))
+    sock.sendall(
+        f"GET /render.html?url=http://a.example/&wait={wait}&timeout=30 HTTP/1.1\r\n"
+        "Host: x\r\n\r\n".encode()
+    )
+    return sock
+
+
+def _cut_without_answer(sock: socket.socket) -> bool:
+    """True if the node closed the connection without a byte of answer."""
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.close()
+
+
+def test_simulated_rss_in_ping_and_debug(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, base_rss=200, rss_per_render=10)
+    # Splash's units: /_ping in bytes, /_debug in KB.
+    assert get(node, "/_ping").json()["maxrss"] == 200 * MB
+    assert get(node, "/_debug").json()["maxrss"] == 200 * 1024
+    for _ in range(3):
+        assert render(node).status == 200
+    assert post_json(node, "/render.html", {}).status == 400  # no render, no growth
+    assert get(node, "/_ping").json()["maxrss"] == 230 * MB
+    assert node.stats()["rss_mb"] == 230
+    assert node.set_rss(512.5) == {"rss_mb": 512.5, "maxrss": None, "exits": 0}
+    assert get(node, "/_ping").json()["maxrss"] == int(512.5 * MB)
+    assert get(node, "/_debug").json()["maxrss"] == int(512.5 * 1024)
+    with pytest.raises(MockSplashNodeError, match="mb must be a number >= 0"):
+        node.set_rss(-1)
+
+
+def test_maxrss_exit_cuts_every_render_then_the_supervisor_restarts_it(
+    splash_nodes: SplashNodesFactory,
+) -> None:
+    (node,) = splash_nodes(1, slots=1, maxrss=300, maxrss_check=0.1, restart_after=0.3)
+    script = "function main(splash, args) return 1 end"
+    saved = post_json(node, "/execute", {"lua_source": script, "save_args": "lua_source"})
+    key = saved.headers["X-Splash-Saved-Arguments"].split("=")[1]
+    in_flight, queued = _raw_render(node), None
+    try:
+        wait_for(lambda: node.stats()["active"] == 1, "a render in flight")
+        queued = _raw_render(node)
+        wait_for(lambda: node.stats()["queued"] == 1, "a render queued")
+        assert node.stats()["exits"] == 0  # 100 MB: checks pass
+        node.set_rss(301)
+        wait_for(lambda: node.stats()["exits"] == 1, "the maxrss exit")
+        assert _cut_without_answer(in_flight) and _cut_without_answer(queued)
+    finally:
+        in_flight.close()
+        if queued is not None:
+            queued.close()
+    stats = node.stats()
+    assert stats["dropped"] == 2 and stats["completed"] == 1 and stats["cancelled"] == 0
+    assert stats["requests"] == stats["completed"] + stats["cancelled"] + stats["dropped"]
+    assert [e["status"] for e in stats["log"][-2:]] == ["maxrss", "maxrss"]
+    wait_for(lambda: node.stats()["listening"], "the supervisor's restart")
+    # A new process: base RSS, an empty argument cache, checks running again.
+    assert get(node, "/_ping").json()["maxrss"] == 100 * MB
+    assert post_json(node, "/execute", {"load_args": {"lua_source": key}}).status == 498
+    assert render(node).status == 200
+    node.set_rss(1000)
+    wait_for(lambda: node.stats()["exits"] == 2, "the second life's exit")
+
+
+def test_maxrss_exit_without_a_supervisor_stays_down(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, maxrss=105, rss_per_render=2, maxrss_check=0.1)
+    assert render(node).status == 200 and render(node).status == 200  # 104 MB: under
+    assert render(node).status == 200  # 106 MB: the next check exits
+    wait_for(lambda: node.stats()["exits"] == 1, "the maxrss exit")
+    with pytest.raises(ConnectionRefusedError):
+        get(node, "/_ping")
+    stats = node.stats()
+    assert stats["alive"] is False and stats["listening"] is False
+    assert stats["completed"] == 3 and stats["dropped"] == 0
+    # Clearing the faults starts it again, as an operator would: a new process.
+    node.clear_fault()
+    assert get(node, "/_ping").json()["maxrss"] == 100 * MB
+    assert node.stats()["alive"] is True
+
+
+def test_maxrss_off_never_exits(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, maxrss_check=0.05)  # no maxrss: no check at all
+    node.set_rss(10**6)
+    assert render(node).status == 200
+    assert node.stats()["exits"] == 0 and node.stats()["maxrss"] is None
+
+
+def test_memory_options_are_checked(splash_nodes: SplashNodesFactory) -> None:
+    for kwargs, message in [
+        ({"maxrss": 0}, "maxrss must be a number > 0 or None"),
+        ({"rss_per_render": -1}, "rss_per_render must be a number >= 0"),
+        ({"base_rss": float("nan")}, "base_rss must be a number >= 0"),
+        ({"maxrss_check": 0}, "maxrss_check must be a number > 0"),
+        ({"restart_after": "1"}, "restart_after must be a number >= 0 or None"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            splash_nodes(1, **kwargs)
+
+
+def test_crash_restarts_a_new_process(node: MockSplashNode) -> None:
+    """The crash fault shares the maxrss exit's downtime: the node comes back
+    as a new process (its argument cache empty)."""
+    script = "function main(splash, args) return 1 end"
+    saved = post_json(node, "/execute", {"lua_source": script, "save_args": "lua_source"})
+    key = saved.headers["X-Splash-Saved-Arguments"].split("=")[1]
+    node.set_fault("crash", url="/poison", downtime=0.2)
+    with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
+        post_json(node, "/render.html", {"url": "http://a.example/poison"})
+    wait_for(lambda: node.stats()["listening"], "the supervisor's restart")
+    assert post_json(node, "/execute", {"load_args": {"lua_source": key}}).status == 498
+    assert node.stats()["exits"] == 0  # a crash is not a maxrss exit

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from ._capacity import check_capacity
+from ._memory import MaxrssOptions
 from ._node import RENDER_MODES
 
 __all__ = ["MockSplashNode", "MockSplashNodeError", "start_nodes", "stop_nodes"]
@@ -67,7 +68,10 @@ class MockSplashNode:
     instead of answering fixed content (see ``_node``'s docstring); a restart
     keeps the mode, as it keeps the port. ``capacity=N`` makes a node whose
     renders beyond N at once share it and slow down in proportion (see the
-    package docstring).
+    package docstring). ``maxrss`` (MB), ``rss_per_render``, ``base_rss``,
+    ``maxrss_check`` and ``restart_after`` make it exit as Splash's
+    ``--maxrss`` does, and come back as under a supervisor (the package
+    docstring again); :meth:`set_rss` pushes its simulated RSS on demand.
     """
 
     def __init__(
@@ -83,6 +87,11 @@ class MockSplashNode:
         startup_timeout: float = 15.0,
         render_mode: str = "static",
         capacity: int | None = None,
+        maxrss: float | None = None,
+        rss_per_render: float = 0.0,
+        base_rss: float = 100.0,
+        maxrss_check: float = 60.0,
+        restart_after: float | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
@@ -103,6 +112,7 @@ class MockSplashNode:
         self.max_timeout = max_timeout
         self.render_mode = render_mode
         self.capacity = capacity
+        self.memory = MaxrssOptions(maxrss, rss_per_render, base_rss, maxrss_check, restart_after)
         self.host = host
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -191,6 +201,7 @@ class MockSplashNode:
         ]
         if self.capacity is not None:
             cmd += ["--capacity", str(self.capacity)]
+        cmd += self.memory.cli_args()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         # A file, not a pipe: nobody reads stderr while the node runs.
@@ -368,6 +379,13 @@ class MockSplashNode:
     def clear_fault(self) -> None:
         """Back to normal service (re-opens the render port after ``refuse``)."""
         self.set_fault("none")
+
+    def set_rss(self, mb: float) -> dict[str, Any]:
+        """Set the node's simulated peak RSS to ``mb`` MB (``POST /rss``): the
+        next ``--maxrss`` check exits the node if that is over its limit.
+        Returns ``{"rss_mb", "maxrss", "exits"}``."""
+        result = self._control("POST", "/rss", {"mb": mb})
+        return {key: result[key] for key in ("rss_mb", "maxrss", "exits")}
 
     def stats(self) -> dict[str, Any]:
         """The node's counters (``GET /stats`` on the control port)."""

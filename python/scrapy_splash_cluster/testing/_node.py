@@ -18,7 +18,12 @@ What is faithful to Splash 3.5 (``splash/resources.py``, ``render_options.py``):
   renders at full speed than its slots accept: beyond ``capacity`` renders,
   all renders share the node as a CPU-bound Splash's do (processor sharing,
   see ``_capacity``), so each one's render time stretches in proportion, and
-  the timeout, counted from arrival, ends a stretched render as a 504 too.
+  the timeout, counted from arrival, ends a stretched render as a 504 too;
+* with ``maxrss``, Splash's ``--maxrss``: a simulated peak RSS (``_memory``)
+  reported by ``/_ping`` and ``/_debug``, checked every ``maxrss_check``
+  seconds; over the limit the node exits (every render in flight and queued
+  cut) and, with ``restart_after``, listens again as a new process, by the
+  same path as the ``crash`` fault (:meth:`MockSplashServer._exit_process`).
 
 What is not, in the default ``"static"`` render mode: pages are not fetched
 and Lua is not run. A render takes ``latency + wait`` seconds and returns fixed
@@ -71,7 +76,6 @@ import errno
 import html
 import json
 import os
-import resource
 import sys
 import time
 from typing import Any
@@ -98,6 +102,7 @@ from ._faults import (
 )
 from ._fetch import LoadError, Page, load_render_page, unresolvable_host
 from ._http import Connection, HttpApp, Request, Response
+from ._memory import MaxrssOptions, SimulatedRss
 from ._pages import (
     add_rendered_by,
     emulate_page_script,
@@ -124,11 +129,6 @@ RENDER_MODES = ("static", "fetch")
 _LOG_SIZE = 1000
 
 
-def _maxrss_kb() -> int:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss // 1024 if sys.platform == "darwin" else rss
-
-
 def _num_fds() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
@@ -151,6 +151,8 @@ class _Stats:
         self.dropped = 0
         self.bytes_received = 0
         self.expired_args = 0
+        # Exits on --maxrss (each cuts every render in flight or queued).
+        self.exits = 0
         self.statuses: collections.Counter[str] = collections.Counter()
         self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=_LOG_SIZE)
 
@@ -226,6 +228,11 @@ class MockSplashServer:
         bind_retry: float = 0.5,
         render_mode: str = "static",
         capacity: int | None = None,
+        maxrss: float | None = None,
+        rss_per_render: float = 0.0,
+        base_rss: float = 100.0,
+        maxrss_check: float = 60.0,
+        restart_after: float | None = None,
     ) -> None:
         if not name or not name.isprintable() or not name.isascii():
             raise ValueError(f"name must be printable ASCII, got {name!r}")
@@ -258,6 +265,11 @@ class MockSplashServer:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         # Renders past the node's capacity share it (see _capacity).
         self._cpu = SharedCpu(capacity)
+        self.memory = MaxrssOptions(maxrss, rss_per_render, base_rss, maxrss_check, restart_after)
+        self._rss = SimulatedRss(base_rss, rss_per_render)
+        self._maxrss_timer: asyncio.TimerHandle | None = None
+        # False between an exit (crash, --maxrss) and the supervisor's restart.
+        self._alive = True
         self._fault = FaultState()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -293,11 +305,13 @@ class MockSplashServer:
             self._render_server.close()
             raise
         self._control_port = self._control_server.sockets[0].getsockname()[1]
+        self._schedule_maxrss_check()
 
     async def close(self) -> None:
         """Stop listening, drop every connection and cancel every render."""
         if self._reopen_task is not None:
             self._reopen_task.cancel()
+        self._cancel_maxrss_check()
         for server in (self._render_server, self._control_server):
             if server is not None:
                 server.close()
@@ -337,6 +351,13 @@ class MockSplashServer:
     async def _open_render_port(self) -> None:
         if self._render_server is None:
             self._render_server = await self._listen(self._render_app, self._port)
+        if not self._alive:
+            # Listening again after an exit: a new process, as a supervisor
+            # starts it, with nothing of the old one's memory or cache.
+            self._alive = True
+            self._rss.restart()
+            self._argcache.clear()
+            self._schedule_maxrss_check()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -381,14 +402,61 @@ class MockSplashServer:
     def _fault_downtime(params: dict[str, Any]) -> float:
         return float(params.get("downtime", 0.5))
 
-    def _crash(self, downtime: float) -> None:
-        """Die as a crashing Splash does, and come back as its supervisor
-        restarts it: every connection closed, listening again after
-        ``downtime``."""
-        self._close_render_port("crash")
+    def _exit_process(self, reason: str, restart_after: float | None) -> None:
+        """Die as Splash does when it crashes or stops on ``--maxrss``, and come
+        back as its supervisor restarts it: every connection closed (renders in
+        flight and queued cut, counted dropped with ``reason``), listening again
+        as a new process after ``restart_after`` seconds, or never (None)."""
+        self._close_render_port(reason)
+        self._alive = False
+        self._cancel_maxrss_check()
         if self._reopen_task is not None:
             self._reopen_task.cancel()
-        self._reopen_task = self._spawn(self._reopen_after(downtime))
+            self._reopen_task = None
+        if restart_after is not None:
+            self._reopen_task = self._spawn(self._reopen_after(restart_after))
+
+    # -- --maxrss --------------------------------------------------------------
+
+    def _schedule_maxrss_check(self) -> None:
+        """Splash's check: every ``maxrss_check`` seconds, the first after start."""
+        if self.memory.maxrss is None:
+            return
+        self._cancel_maxrss_check()
+        loop = asyncio.get_running_loop()
+        self._maxrss_timer = loop.call_later(self.memory.maxrss_check, self._check_maxrss)
+
+    def _cancel_maxrss_check(self) -> None:
+        if self._maxrss_timer is not None:
+            self._maxrss_timer.cancel()
+            self._maxrss_timer = None
+
+    def _check_maxrss(self) -> None:
+        self._maxrss_timer = None
+        if not self._rss.over(self.memory.maxrss):
+            self._schedule_maxrss_check()
+            return
+        # Splash logs this line, then stops its reactor: exit status 1.
+        print(
+            f"mock-splash {self.name}: maxrss exceeded {self.memory.maxrss:g} MB "
+            f"(peak {self._rss.peak_mb:g} MB), shutting down...",
+            file=sys.stderr,
+        )
+        self._stats.exits += 1
+        self._exit_process("maxrss", self.memory.restart_after)
+
+    def set_rss(self, mb: float) -> dict[str, Any]:
+        """Set the simulated peak RSS (``POST /rss``); ValueError if not a number >= 0."""
+        self._rss.set(mb)
+        return self.rss_info()
+
+    def rss_info(self) -> dict[str, Any]:
+        """The memory model: peak RSS (MB) now, the limit, the exits so far."""
+        return {
+            "rss_mb": self._rss.peak_mb,
+            "maxrss": self.memory.maxrss,
+            "exits": self._stats.exits,
+        }
 
     async def _reopen_after(self, downtime: float) -> None:
         await asyncio.sleep(downtime)
@@ -419,6 +487,10 @@ class MockSplashServer:
             "capacity": self._cpu.model.capacity,
             "speed": self._cpu.model.speed,
             "min_speed": self._cpu.model.min_speed,
+            "alive": self._alive,
+            "maxrss": self.memory.maxrss,
+            "rss_mb": self._rss.peak_mb,
+            "exits": s.exits,
             "requests": s.requests,
             "by_endpoint": dict(s.by_endpoint),
             "pings": s.pings,
@@ -457,6 +529,10 @@ class MockSplashServer:
             return json_response({"status": "ok"})
         if route == ("GET", "/fault"):
             return json_response(self.fault_info())
+        if route == ("GET", "/rss"):
+            return json_response(self.rss_info())
+        if route == ("POST", "/rss"):
+            return self._control_rss(request)
         if route == ("POST", "/fault"):
             try:
                 spec = json.loads(request.body or b"{}")
@@ -467,12 +543,20 @@ class MockSplashServer:
             # Shielded: a control client that hangs up must not leave a fault
             # half applied (the render port closed and never re-opened).
             return asyncio.shield(self._spawn(self._control_fault(spec)))
-        if request.path in ("/stats", "/reset", "/fault"):
+        if request.path in ("/stats", "/reset", "/fault", "/rss"):
             return json_response({"error": "method not allowed"}, 405)
-        return json_response(
-            {"error": "not found", "endpoints": ["GET /stats", "POST /reset", "GET|POST /fault"]},
-            404,
-        )
+        endpoints = ["GET /stats", "POST /reset", "GET|POST /fault", "GET|POST /rss"]
+        return json_response({"error": "not found", "endpoints": endpoints}, 404)
+
+    def _control_rss(self, request: Request) -> Response:
+        try:
+            spec = json.loads(request.body or b"{}")
+            if not isinstance(spec, dict) or "mb" not in spec:
+                raise ValueError('the body must be a JSON object {"mb": N}')
+            info = self.set_rss(spec["mb"])
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response({"status": "ok", **info})
 
     async def _control_fault(self, spec: dict[str, Any]) -> Response:
         try:
@@ -503,7 +587,7 @@ class MockSplashServer:
                 {
                     "active": [job.url for job in self._jobs if job.rendering],
                     "qsize": len(self._waiters),
-                    "maxrss": _maxrss_kb(),
+                    "maxrss": self._rss.peak_kb,
                     "fds": _num_fds(),
                     "argcache": len(self._argcache),
                     "leaks": {},
@@ -521,7 +605,7 @@ class MockSplashServer:
         self._stats.pings += 1
         if request.method != "GET":
             return method_not_allowed("GET")
-        answer = json_response({"status": "ok", "maxrss": _maxrss_kb() * 1024})
+        answer = json_response({"status": "ok", "maxrss": self._rss.peak_bytes})
         mode, params = self._fault.mode, self._fault.params
         if not params.get("ping") or mode not in CONNECTION_FAULTS | RENDER_FAULTS:
             return answer
@@ -611,6 +695,7 @@ class MockSplashServer:
 
         if (
             job.render_time <= 0
+            and job.fault != "crash"  # a crash cuts renders: it needs a task
             and not self._loads_page(job)
             and self._active < self.slots
             and not self._waiters
@@ -654,7 +739,7 @@ class MockSplashServer:
             if job.fault == "crash":
                 # The page takes the whole process down with it: this
                 # render and every other one in flight end unanswered.
-                self._crash(self._fault_downtime(job.fault_params))
+                self._exit_process("crash", self._fault_downtime(job.fault_params))
                 self._end_unanswered(job)
                 raise asyncio.CancelledError
             response = self._result(job)
@@ -749,6 +834,7 @@ class MockSplashServer:
 
     def _result(self, job: _Job) -> Response:
         """What a finished render answers: its fault, a page error, or content."""
+        self._rss.rendered()
         if job.fault is not None and job.fault != "latency":
             return fault_answer(
                 job.fault, job.fault_params, self.name, job.url, job.timeout, job.endpoint
