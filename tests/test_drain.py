@@ -141,3 +141,42 @@ async def test_a_node_past_its_maxrss_is_drained_from_its_ping(splash_nodes, mak
     answers = await asyncio.gather(*(cluster.request("GET", render()) for _ in range(10)))
     assert {node_of(r) for r in answers} == {b.name}
     assert a.stats()["requests"] == 0
+
+
+async def test_a_node_over_its_maxrss_drains_exits_with_nothing_cut_and_comes_back(
+    splash_nodes, make_cluster
+):
+    # Mock nodes that exit as Splash does at --maxrss (checked every 0.5 s
+    # here, 60 s in Splash) and come back 0.3 s later as a new process.
+    a, b = splash_nodes(2, slots=3, latency=0.02, maxrss=300, maxrss_check=1.5, restart_after=0.3)
+    cluster = make_cluster([a.url, b.url], maxconn=3, node_maxrss=300)
+    load = asyncio.ensure_future(
+        asyncio.gather(*(cluster.request("GET", render(wait=0.05)) for _ in range(600)))
+    )
+    # Just after one of its checks (the next is over a second away, ten
+    # probes and many renders' time), its peak passes the limit.
+    await asyncio.to_thread(
+        wait_for,
+        lambda: a.stats()["requests"] > 10 and a.stats()["next_maxrss_check_in"] > 1.2,
+        "renders on node a, just after a check",
+    )
+    a.set_rss(400)
+    await asyncio.to_thread(
+        wait_for,
+        lambda: state(cluster, 0)["drain"] == ["maxrss"] and state(cluster, 0)["in_flight"] == 0,
+        "node a drained, its renders done",
+    )
+    at_drain = a.stats()["requests"]
+    await asyncio.to_thread(wait_for, lambda: a.stats()["exits"] == 1, "node a's --maxrss exit")
+    # Between the drain and the exit nothing new was sent to it, and the
+    # renders it had finished before the check: nothing was cut.
+    assert a.stats()["requests"] == at_drain
+    assert a.stats()["dropped"] == 0
+    await asyncio.to_thread(
+        wait_for,
+        lambda: state(cluster, 0)["state"] == "UP" and a.stats()["requests"] > at_drain,
+        "node a back, with renders",
+    )
+    answers = await load
+    assert all(r.status == 200 for r in answers)
+    assert a.stats()["exits"] == 1 and a.stats()["dropped"] == 0

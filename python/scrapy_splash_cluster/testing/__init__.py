@@ -74,6 +74,7 @@ Control port (``node.control_port``, all JSON):
   1.0 at or under capacity) and ``min_speed`` (the lowest since the reset),
   ``alive`` (False between an exit and the restart), ``maxrss`` (the limit,
   MB), ``rss_mb`` (the simulated peak now), ``exits`` (``--maxrss`` exits),
+  ``next_maxrss_check_in`` (seconds to the next check, None when none is due),
   ``completed`` (answered with a whole HTTP response, any status),
   ``cancelled`` (the client went away), ``dropped`` (a fault closed or broke
   the connection), ``statuses`` (``{"200": n, ...}``), ``log`` (the last 1000

@@ -426,6 +426,12 @@ class MockSplashServer:
         loop = asyncio.get_running_loop()
         self._maxrss_timer = loop.call_later(self.memory.maxrss_check, self._check_maxrss)
 
+    def _next_maxrss_check_in(self) -> float | None:
+        """Seconds to the next --maxrss check, None when none is due."""
+        if self._maxrss_timer is None:
+            return None
+        return max(0.0, self._maxrss_timer.when() - asyncio.get_running_loop().time())
+
     def _cancel_maxrss_check(self) -> None:
         if self._maxrss_timer is not None:
             self._maxrss_timer.cancel()
@@ -491,6 +497,7 @@ class MockSplashServer:
             "maxrss": self.memory.maxrss,
             "rss_mb": self._rss.peak_mb,
             "exits": s.exits,
+            "next_maxrss_check_in": self._next_maxrss_check_in(),
             "requests": s.requests,
             "by_endpoint": dict(s.by_endpoint),
             "pings": s.pings,
