@@ -150,9 +150,7 @@ async def test_a_node_over_its_maxrss_drains_exits_with_nothing_cut_and_comes_ba
     # here, 60 s in Splash) and come back 0.3 s later as a new process.
     a, b = splash_nodes(2, slots=3, latency=0.02, maxrss=300, maxrss_check=1.5, restart_after=0.3)
     cluster = make_cluster([a.url, b.url], maxconn=3, node_maxrss=300)
-    load = asyncio.ensure_future(
-        asyncio.gather(*(cluster.request("GET", render(wait=0.05)) for _ in range(600)))
-    )
+    load = asyncio.gather(*(cluster.request("GET", render(wait=0.05)) for _ in range(600)))
     # Just after one of its checks (the next is over a second away, ten
     # probes and many renders' time), its peak passes the limit.
     await asyncio.to_thread(
