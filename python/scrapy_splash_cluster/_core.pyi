@@ -73,6 +73,8 @@ class NodeSnapshot:
     since: float
     in_flight: int
     maxconn: int
+    limit: int | None
+    """The adaptive limit under maxconn; None when adaptive limits are off."""
     weight: int
     requests: int
     responses: dict[str, int]
@@ -127,6 +129,7 @@ class SplashCluster:
         connect_timeout: float = 5.0,
         retry_budget: float = 0.2,
         poison_limit: int = 2,
+        adaptive: bool = False,
         stats_port: int | None = None,
         stats_host: str = "127.0.0.1",
         stats_user: str = "scrapy",

@@ -84,6 +84,7 @@ class ClusterSettings:
     extra_timeout: float
     retry_budget: float = 0.2
     poison_limit: int = 2
+    adaptive: bool = False
     health_fast_interval: float | None = None
     stats_port: int | None = None
     stats_host: str = "127.0.0.1"
@@ -117,6 +118,7 @@ class ClusterSettings:
             "connect_timeout": self.connect_timeout,
             "retry_budget": self.retry_budget,
             "poison_limit": self.poison_limit,
+            "adaptive": self.adaptive,
             "health_fast_interval": self.health_fast_interval,
             "stats_port": self.stats_port,
             "stats_host": self.stats_host,
@@ -160,6 +162,7 @@ class ClusterSettings:
             extra_timeout=_seconds(settings, "SPLASH_CLUSTER_EXTRA_TIMEOUT", 5.0),
             retry_budget=_share(settings, "SPLASH_CLUSTER_RETRY_BUDGET", 0.2),
             poison_limit=_int(settings, "SPLASH_CLUSTER_POISON_LIMIT", 2, 1),
+            adaptive=_bool(settings, "SPLASH_CLUSTER_ADAPTIVE", ADAPTIVE_DEFAULT),
             health_fast_interval=(
                 _seconds(settings, "SPLASH_CLUSTER_HEALTH_FAST_INTERVAL", 0.5)
                 if settings.get("SPLASH_CLUSTER_HEALTH_FAST_INTERVAL") is not None
@@ -176,6 +179,27 @@ class ClusterSettings:
             ),
             redis_lease_ttl=_seconds(settings, "SPLASH_CLUSTER_REDIS_LEASE_TTL", 15.0),
         )
+
+
+# Whether node limits adapt unless SPLASH_CLUSTER_ADAPTIVE says otherwise
+# (docs/benchmarks.md has the numbers behind the choice).
+ADAPTIVE_DEFAULT = False
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _bool(settings: BaseSettings, name: str, default: bool) -> bool:
+    """A yes/no setting: a bool, 0/1, or true/false, yes/no, on/off."""
+    raw = settings.get(name, default)
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _fail(name, raw, "True or False (or 1/0, on/off, yes/no)")
 
 
 def _share(settings: BaseSettings, name: str, default: float) -> float:

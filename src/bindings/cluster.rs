@@ -248,7 +248,7 @@ impl SplashCluster {
     #[pyo3(signature = (
         nodes, *, maxconn=5, weight=1, retries=3, queue_timeout=60.0, health_interval=2.0,
         health_timeout=1.0, health_fast_interval=None, health_path="/_ping", fall=3, rise=2, error_limit=3,
-        connect_timeout=5.0, retry_budget=0.2, poison_limit=2, stats_port=None, stats_host="127.0.0.1",
+        connect_timeout=5.0, retry_budget=0.2, poison_limit=2, adaptive=false, stats_port=None, stats_host="127.0.0.1",
         stats_user="scrapy", stats_password=None, redis_url=None,
         redis_key_prefix="splash_cluster", redis_lease_ttl=15.0,
     ))]
@@ -270,6 +270,7 @@ impl SplashCluster {
         connect_timeout: f64,
         retry_budget: f64,
         poison_limit: i64,
+        adaptive: bool,
         stats_port: Option<i64>,
         stats_host: &str,
         stats_user: &str,
@@ -310,6 +311,7 @@ impl SplashCluster {
             // inf: no budget (a share of requests that is never reached).
             retry_budget: (retry_budget != f64::INFINITY).then_some(retry_budget),
             poison_limit: positive_int("poison_limit", poison_limit)? as u32,
+            adaptive,
             stats: stats_port
                 .map(|port| {
                     let port = u16::try_from(port).map_err(|_| {

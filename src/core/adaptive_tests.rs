@@ -423,3 +423,70 @@ proptest::proptest! {
         }
     }
 }
+
+mod in_the_pool {
+    use super::*;
+    use crate::core::admission::Tried;
+    use crate::core::config::{HealthThresholds, NodeEndpoint, NodeSpec};
+    use crate::core::pool::Pool;
+    use crate::core::selection::LeastConn;
+
+    fn pool(maxconn: usize) -> Pool {
+        let spec = NodeSpec {
+            endpoint: NodeEndpoint::parse("url", "http://node:8050").unwrap(),
+            maxconn,
+            weight: 1,
+        };
+        let thresholds = HealthThresholds {
+            fall: 3,
+            rise: 2,
+            error_limit: 3,
+        };
+        Pool::new(vec![spec], thresholds, Box::new(LeastConn::new()))
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pool_caps_a_node_at_its_limit_and_a_higher_limit_frees_a_waiter() {
+        let pool = pool(4);
+        pool.adapt_limits();
+        assert_eq!(pool.snapshot()[0].limit, Some(1));
+        let first = pool.acquire(&Tried::default(), far()).await.unwrap();
+        let sent = Instant::now();
+        // A second request waits: the limit is 1 though maxconn is 4.
+        let p = pool.clone();
+        let second = tokio::spawn(async move { p.acquire(&Tried::default(), far()).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(pool.queue_stats().waiting, 1);
+        // The first render comes back alone: slow start raises the limit to
+        // 2, and the waiter gets the new slot while the first still holds its.
+        pool.record_render(
+            0,
+            Sample {
+                started: sent,
+                elapsed: Duration::from_millis(200),
+                budget: RenderBudget::default(),
+                ending: Ending::Rendered,
+                in_flight: 0,
+            },
+        );
+        let second = second.await.unwrap().unwrap();
+        assert_eq!(pool.snapshot()[0].in_flight, 2);
+        assert_eq!(pool.snapshot()[0].limit, Some(2));
+        drop((first, second));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_adaptive_limits_the_node_takes_maxconn_and_shows_no_limit() {
+        let pool = pool(3);
+        let mut leases = Vec::new();
+        for _ in 0..3 {
+            leases.push(pool.acquire(&Tried::default(), far()).await.unwrap());
+        }
+        assert_eq!(pool.snapshot()[0].limit, None);
+        assert_eq!(pool.snapshot()[0].in_flight, 3);
+    }
+}

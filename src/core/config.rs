@@ -250,6 +250,8 @@ pub struct ClusterOptions {
     /// Node deaths under one request's renders before it is given up as a
     /// page that kills nodes.
     pub poison_limit: u32,
+    /// Whether each node's concurrency adapts under its maxconn (`adaptive`).
+    pub adaptive: bool,
     /// The stats page, if wanted.
     pub stats: Option<StatsOptions>,
 }
@@ -272,6 +274,7 @@ impl Default for ClusterOptions {
             connect_timeout: Duration::from_secs(5),
             retry_budget: Some(0.2),
             poison_limit: 2,
+            adaptive: false,
             stats: None,
         }
     }
@@ -313,6 +316,8 @@ pub struct ClusterConfig {
     pub retry_budget: Option<f64>,
     /// Node deaths under one request before it fails as poisoned.
     pub poison_limit: u32,
+    /// Whether each node's concurrency adapts under its maxconn.
+    pub adaptive: bool,
     /// The stats page, if wanted.
     pub stats: Option<StatsConfig>,
 }
@@ -418,6 +423,7 @@ impl ClusterOptions {
                 other => other,
             },
             poison_limit: self.poison_limit,
+            adaptive: self.adaptive,
             stats: self.stats.map(StatsOptions::validate).transpose()?,
         })
     }

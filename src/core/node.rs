@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::adaptive::AdaptiveLimit;
 use super::config::NodeSpec;
 use super::health::{Blame, Health};
 use super::outcome::Outcome;
@@ -70,6 +71,8 @@ pub struct NodeState {
     pub health: Health,
     /// What happened so far.
     pub counters: NodeCounters,
+    /// The adaptive limit under maxconn, when it is on.
+    pub adaptive: Option<AdaptiveLimit>,
 }
 
 impl NodeState {
@@ -80,6 +83,7 @@ impl NodeState {
             suspects_in_flight: 0,
             health: Health::new(now),
             counters: NodeCounters::default(),
+            adaptive: None,
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct NodeSnapshot {
     pub in_flight: usize,
     /// Requests in flight at most.
     pub maxconn: usize,
+    /// The adaptive limit under maxconn, when it is on.
+    pub limit: Option<usize>,
     /// Relative share of the load.
     pub weight: u32,
     /// Counters.
@@ -131,6 +137,7 @@ impl NodeSnapshot {
             since: now.saturating_duration_since(health.since()),
             in_flight: state.in_flight,
             maxconn: spec.maxconn,
+            limit: state.adaptive.as_ref().map(AdaptiveLimit::limit),
             weight: spec.weight,
             counters: state.counters.clone(),
             last_probe: health.last_probe().map(|p| ProbeSnapshot {

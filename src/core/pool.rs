@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
+use super::adaptive::{AdaptiveLimit, Change, Sample};
 use super::admission::{AdmissionQueue, Tried};
 use super::config::{HealthThresholds, NodeSpec};
 use super::fleet::{FleetCandidate, LeaseId, Taken};
@@ -259,7 +260,7 @@ fn candidates(shared: &Shared, state: &State, tried: &Tried) -> Vec<Candidate> {
         .enumerate()
         .map(|(i, (spec, node))| Candidate {
             in_flight: node.in_flight,
-            maxconn: shared.maxconn(i),
+            maxconn: cap(shared, node, i),
             weight: spec.weight,
             up: node.health.is_up(),
             tried: tried.contains(i),
@@ -299,6 +300,15 @@ fn take_slot(shared: &Arc<Shared>, state: &mut State, tried: &Tried) -> Option<L
         handoffs: 0,
         armed: true,
     })
+}
+
+/// The renders this process may start on a node: its maxconn (or fleet
+/// share), lowered by the node's adaptive limit when that is on.
+fn cap(shared: &Shared, node: &NodeState, index: usize) -> usize {
+    let maxconn = shared.maxconn(index);
+    node.adaptive
+        .as_ref()
+        .map_or(maxconn, |limit| limit.limit().min(maxconn))
 }
 
 /// What the fleet's slot script may choose from: the nodes UP in this
@@ -363,14 +373,14 @@ fn dispatch(shared: &Arc<Shared>, state: &mut State) {
     }
 }
 
-/// Whether any node is UP and below its maxconn.
+/// Whether any node is UP and below its cap.
 fn any_free_slot(shared: &Shared, state: &State) -> bool {
     shared
         .specs
         .iter()
         .zip(&state.nodes)
         .enumerate()
-        .any(|(i, (_, node))| node.health.is_up() && node.in_flight < shared.maxconn(i))
+        .any(|(i, (_, node))| node.health.is_up() && node.in_flight < cap(shared, node, i))
 }
 
 fn snapshots(shared: &Shared, state: &State, now: Instant) -> Vec<NodeSnapshot> {
@@ -697,6 +707,46 @@ impl Pool {
         };
         self.log(node, transition.as_ref());
         transition
+    }
+
+    /// Turns on the adaptive limit of every node (`adaptive`): each starts
+    /// at 1 and finds its capacity under its maxconn.
+    pub fn adapt_limits(&self) {
+        let now = Instant::now();
+        let mut state = lock(&self.shared.state);
+        for (node, spec) in state.nodes.iter_mut().zip(&self.shared.specs) {
+            node.adaptive = Some(AdaptiveLimit::new(spec.maxconn, now));
+        }
+    }
+
+    /// Feeds a render's latency to its node's adaptive limit (when on),
+    /// while the attempt still holds its slot; logs a change at DEBUG.
+    pub fn record_render(&self, node: usize, mut sample: Sample) {
+        let change = {
+            let mut state = lock(&self.shared.state);
+            let n = &mut state.nodes[node];
+            sample.in_flight = n.in_flight;
+            let Some(change) = n.adaptive.as_mut().and_then(|limit| limit.record(sample)) else {
+                return;
+            };
+            if change.to > change.from {
+                dispatch(&self.shared, &mut state);
+            }
+            change
+        };
+        self.log_limit(node, &change);
+    }
+
+    fn log_limit(&self, node: usize, change: &Change) {
+        tracing::debug!(
+            target: "scrapy_splash_cluster::adaptive",
+            "Splash node {} limit {} -> {} (of maxconn {}): {}",
+            self.shared.specs[node].endpoint.display(),
+            change.from,
+            change.to,
+            self.shared.specs[node].maxconn,
+            change.why
+        );
     }
 
     /// Records that an attempt is being sent (after the lease, before I/O).
