@@ -28,6 +28,9 @@ from scrapy_splash_cluster.testing import (
     start_nodes,
     stop_nodes,
 )
+from scrapy_splash_cluster.testing._capacity import ProcessorSharing
+
+from tests.crawl_helpers import wait_for
 
 if TYPE_CHECKING:
     # Not imported at run time: pytest_plugins below imports the plugin, and an
@@ -642,3 +645,121 @@ def test_argument_cache_per_process(node: MockSplashNode) -> None:
     assert missing.json()["info"] == {"expired": ["lua_source"]}
     node.restart()
     assert post_json(node, "/execute", {"load_args": {"lua_source": key}}).status == 498
+
+
+# -- capacity: renders past it share the node -----------------------------------------
+
+
+def test_processor_sharing_two_renders_on_capacity_one() -> None:
+    # Two renders of 1 s of work each on one core: both finish at 2 s, not 1.
+    cpu = ProcessorSharing(1)
+    cpu.add("a", 1.0, now=0.0)
+    cpu.add("b", 1.0, now=0.0)
+    assert cpu.speed == 0.5 and cpu.min_speed == 0.5
+    assert cpu.next_finish() == pytest.approx(2.0)
+    assert cpu.finish(1.999) == []
+    assert sorted(cpu.finish(2.0)) == ["a", "b"] and len(cpu) == 0
+    assert cpu.speed == 1.0
+
+
+def test_processor_sharing_is_recomputed_at_each_change() -> None:
+    cpu = ProcessorSharing(1)
+    cpu.add("a", 1.0, now=0.0)
+    cpu.add("b", 1.0, now=0.5)  # a has 0.5 left; both at half speed from here
+    assert cpu.left("a", 0.5) == pytest.approx(0.5)
+    assert cpu.next_finish() == pytest.approx(1.5)
+    assert cpu.finish(1.5) == ["a"]
+    assert cpu.left("b", 1.5) == pytest.approx(0.5)  # then alone, at full speed
+    assert cpu.next_finish() == pytest.approx(2.0)
+    assert cpu.finish(2.0) == ["b"]
+    # Work is conserved: one core did 2 s of work in 2 s.
+
+
+def test_processor_sharing_cut_render_speeds_the_others_up() -> None:
+    cpu = ProcessorSharing(2)
+    for key in ("a", "b", "c"):
+        cpu.add(key, 3.0, now=0.0)
+    assert cpu.speed == pytest.approx(2 / 3)
+    assert cpu.next_finish() == pytest.approx(4.5)
+    assert cpu.remove("c", 1.5) == pytest.approx(2.0)  # a timeout or a client gone
+    assert cpu.speed == 1.0  # two renders on two cores
+    assert cpu.next_finish() == pytest.approx(3.5)
+    assert sorted(cpu.finish(3.5)) == ["a", "b"]
+    assert cpu.min_speed == pytest.approx(2 / 3)
+
+
+def test_processor_sharing_unlimited_and_bad_capacity() -> None:
+    cpu = ProcessorSharing(None)
+    for i in range(50):
+        cpu.add(i, 1.0, now=0.0)
+    assert cpu.speed == 1.0 and cpu.next_finish() == pytest.approx(1.0)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="capacity must be an integer >= 1"):
+            ProcessorSharing(bad)  # type: ignore[arg-type]
+
+
+def _start_long_render(node: MockSplashNode) -> socket.socket:
+    """A render that works for 20 s unless its socket is closed; returns once
+    the node has it rendering."""
+    sock = socket.create_connection(("127.0.0.1", node.port))
+    sock.sendall(
+        b"GET /render.html?url=http://long.example/&wait=20&timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    wait_for(lambda: node.stats()["active"] == 1, "the long render to start")
+    return sock
+
+
+def _end_long_render(node: MockSplashNode, sock: socket.socket) -> None:
+    sock.close()
+    wait_for(lambda: node.stats()["in_progress"] == 0, "the long render to be cancelled")
+    stats = node.stats()
+    assert stats["cancelled"] == 1
+    assert stats["requests"] == stats["completed"] + stats["cancelled"] + stats["dropped"]
+
+
+def test_capacity_stretches_a_render_sharing_the_node(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, slots=4, capacity=1)
+    assert node.stats()["capacity"] == 1 and node.stats()["min_speed"] == 1.0
+    long_render = _start_long_render(node)
+    try:
+        # 0.3 s of work next to the long render, on one core: it runs at
+        # half speed for all of its life, so it cannot end before 0.6 s.
+        started = time.monotonic()
+        assert render(node, wait=0.3).status == 200
+        assert time.monotonic() - started >= 0.6
+        stats = node.stats()
+        assert stats["min_speed"] == 0.5 and stats["speed"] == 1.0  # the long one, alone again
+        assert stats["active"] == 1 and stats["completed"] == 1
+    finally:
+        _end_long_render(node, long_render)
+
+
+def test_capacity_beyond_the_timeout_is_a_504(splash_nodes: SplashNodesFactory) -> None:
+    # 0.5 s of work fits a 0.8 s timeout alone, not at half speed (1 s).
+    (node,) = splash_nodes(1, slots=4, capacity=1, latency=0.5)
+    assert render(node, timeout=0.8).status == 200
+    long_render = _start_long_render(node)
+    try:
+        reply = render(node, timeout=0.8)
+        assert reply.status == 504
+        assert reply.json()["type"] == "GlobalTimeoutError"
+        assert reply.json()["info"] == {"remaining": 0, "timeout": 0.8}
+        stats = node.stats()
+        assert stats["statuses"] == {"200": 1, "504": 1} and stats["active"] == 1
+    finally:
+        _end_long_render(node, long_render)
+
+
+def test_capacity_above_the_renders_changes_nothing(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, slots=4, capacity=2)
+    long_render = _start_long_render(node)
+    try:
+        assert render(node, wait=0.1).status == 200  # two renders, two cores
+        assert node.stats()["min_speed"] == 1.0
+    finally:
+        _end_long_render(node, long_render)
+
+
+def test_capacity_is_checked(splash_nodes: SplashNodesFactory) -> None:
+    with pytest.raises(ValueError, match="capacity must be an integer >= 1"):
+        splash_nodes(1, capacity=0)

@@ -28,11 +28,32 @@ Without pytest: ``nodes = start_nodes(3)`` then ``stop_nodes(nodes)``, or
 
 prints ``MOCK-SPLASH READY name=... port=... control_port=... pid=...``.
 
+Node options (keyword arguments of :class:`MockSplashNode`, ``start_nodes``
+and ``splash_nodes``; the CLI flag in brackets):
+
+* ``slots`` (``--slots``, default 20): renders at once, as Splash's
+  ``--slots``; the rest wait in the node's FIFO queue.
+* ``latency`` (``--latency``, default 0): seconds of work each render takes,
+  plus its ``wait`` argument.
+* ``max_timeout`` (``--max-timeout``, default 90): the largest ``timeout``
+  argument. A render's ``timeout`` (default 30 s) counts from arrival, queue
+  included; when it expires the render ends as 504 GlobalTimeoutError.
+* ``capacity`` (``--capacity``, default None = unlimited): renders the node
+  runs at full speed. With k > capacity renders working, each progresses at
+  ``capacity / k`` of full speed (processor sharing, as renders share a
+  CPU-bound Splash's cores), so its wall time stretches in proportion and a
+  render stretched past its ``timeout`` is a 504. Exact and event-driven:
+  every render's work left is recomputed whenever one starts or ends.
+* ``render_mode`` (``--render-mode``): ``static`` (fixed content) or
+  ``fetch`` (load pages from a loopback site, see ``_node``).
+
 Control port (``node.control_port``, all JSON):
 
 * ``GET /stats``: ``requests`` (render requests received), ``by_endpoint``,
   ``pings``, ``in_progress`` (received, not answered: queued or rendering) and
   ``max_in_progress``, ``active`` (rendering) and ``max_active``, ``queued``,
+  ``capacity``, ``speed`` (each working render's share of full speed now,
+  1.0 at or under capacity) and ``min_speed`` (the lowest since the reset),
   ``completed`` (answered with a whole HTTP response, any status),
   ``cancelled`` (the client went away), ``dropped`` (a fault closed or broke
   the connection), ``statuses`` (``{"200": n, ...}``), ``log`` (the last 1000
@@ -71,8 +92,10 @@ pool), unless the mode is ``hang``, ``refuse`` or ``restart``, or the fault has
 ``ping=True``.
 """
 
+from ._faults import FAULT_MODES
 from ._handle import MockSplashNode, MockSplashNodeError, start_nodes, stop_nodes
-from ._node import FAULT_MODES, JPEG_BYTES, PNG_BYTES, RENDER_ENDPOINTS, MockSplashServer
+from ._node import RENDER_ENDPOINTS, MockSplashServer
+from ._pages import JPEG_BYTES, PNG_BYTES
 
 __all__ = [
     "FAULT_MODES",

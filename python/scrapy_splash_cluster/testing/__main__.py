@@ -2,7 +2,7 @@
 
 ``python -m scrapy_splash_cluster.testing --port 8050 [--host 127.0.0.1]
 [--control-port 0] [--slots 20] [--max-timeout 90] [--latency 0.0] [--name NAME]
-[--render-mode static|fetch]``
+[--render-mode static|fetch] [--capacity N]``
 
 When both ports listen it prints exactly one line to stdout and flushes it::
 
@@ -57,7 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=RENDER_MODES,
         default="static",
         help="static: answer fixed content (default); fetch: load the url from a loopback "
-        "site and emulate its page script (see the _node module docstring)",
+        "site and emulate its page script (see the _node and _fetch module docstrings)",
+    )
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=None,
+        help="renders at full speed; beyond, all renders share the node and slow down in "
+        "proportion, as on a CPU-bound Splash (default: unlimited)",
     )
     parser.add_argument(
         "--parent-pid",
@@ -86,6 +93,7 @@ async def _serve(args: argparse.Namespace) -> None:
         latency=args.latency,
         bind_retry=args.bind_retry,
         render_mode=args.render_mode,
+        capacity=args.capacity,
     )
     await server.start()
     if args.name is None and args.port == 0:

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from ._capacity import check_capacity
 from ._node import RENDER_MODES
 
 __all__ = ["MockSplashNode", "MockSplashNodeError", "start_nodes", "stop_nodes"]
@@ -64,7 +65,9 @@ class MockSplashNode:
     picks an ephemeral port at the first start; ``restart()`` reuses it.
     ``render_mode="fetch"`` makes the node load pages from a loopback site
     instead of answering fixed content (see ``_node``'s docstring); a restart
-    keeps the mode, as it keeps the port.
+    keeps the mode, as it keeps the port. ``capacity=N`` makes a node whose
+    renders beyond N at once share it and slow down in proportion (see the
+    package docstring).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class MockSplashNode:
         control_port: int = 0,
         startup_timeout: float = 15.0,
         render_mode: str = "static",
+        capacity: int | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
@@ -88,6 +92,7 @@ class MockSplashNode:
             raise ValueError(f"max_timeout must be > 0, got {max_timeout}")
         if render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
+        check_capacity(capacity)
         self._name = name
         self._requested_port = port
         self._port: int | None = port or None
@@ -97,6 +102,7 @@ class MockSplashNode:
         self.latency = latency
         self.max_timeout = max_timeout
         self.render_mode = render_mode
+        self.capacity = capacity
         self.host = host
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -183,6 +189,8 @@ class MockSplashNode:
             "--parent-pid",
             str(os.getpid()),
         ]
+        if self.capacity is not None:
+            cmd += ["--capacity", str(self.capacity)]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         # A file, not a pipe: nobody reads stderr while the node runs.
