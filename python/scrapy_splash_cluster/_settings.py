@@ -146,6 +146,15 @@ class ClusterSettings:
         if slot_policy not in SlotPolicy.ALL:
             raise _fail("SPLASH_SLOT_POLICY", slot_policy, f"one of {', '.join(SlotPolicy.ALL)}")
         labels = [_label(n.url if isinstance(n, NodeConfig) else n) for n in nodes]
+        adaptive = _bool(settings, "SPLASH_CLUSTER_ADAPTIVE", ADAPTIVE_DEFAULT)
+        redis_url = _redis_url(settings)
+        if adaptive and redis_url is not None:
+            raise _fail(
+                "SPLASH_CLUSTER_ADAPTIVE",
+                adaptive,
+                "False with SPLASH_CLUSTER_REDIS_URL (adaptive limits are not shared across "
+                "a fleet yet)",
+            )
         return cls(
             nodes=nodes,
             maxconn=maxconn,
@@ -162,7 +171,7 @@ class ClusterSettings:
             extra_timeout=_seconds(settings, "SPLASH_CLUSTER_EXTRA_TIMEOUT", 5.0),
             retry_budget=_share(settings, "SPLASH_CLUSTER_RETRY_BUDGET", 0.2),
             poison_limit=_int(settings, "SPLASH_CLUSTER_POISON_LIMIT", 2, 1),
-            adaptive=_bool(settings, "SPLASH_CLUSTER_ADAPTIVE", ADAPTIVE_DEFAULT),
+            adaptive=adaptive,
             health_fast_interval=(
                 _seconds(settings, "SPLASH_CLUSTER_HEALTH_FAST_INTERVAL", 0.5)
                 if settings.get("SPLASH_CLUSTER_HEALTH_FAST_INTERVAL") is not None
@@ -173,7 +182,7 @@ class ClusterSettings:
             stats_user=str(settings.get("SPLASH_CLUSTER_STATS_USER") or "scrapy"),
             stats_password=settings.get("SPLASH_CLUSTER_STATS_PASSWORD") or None,
             node_labels=labels,
-            redis_url=_redis_url(settings),
+            redis_url=redis_url,
             redis_key_prefix=str(
                 settings.get("SPLASH_CLUSTER_REDIS_KEY_PREFIX") or "splash_cluster"
             ),

@@ -331,6 +331,14 @@ impl SplashCluster {
                 .transpose()?,
         };
         let config = options.validate().map_err(value_error)?;
+        if config.adaptive && redis_url.is_some() {
+            // The fleet's take script caps nodes at maxconn only: a limit
+            // kept in this process would not hold for the others.
+            return Err(PyValueError::new_err(
+                "invalid adaptive: True with redis_url; adaptive limits are not shared across \
+                 a fleet yet, so use one or the other",
+            ));
+        }
         let fleet = redis_url
             .map(|url| fleet_options(url, redis_key_prefix, redis_lease_ttl))
             .transpose()?;
