@@ -6,7 +6,7 @@ import math
 import statistics
 from typing import Any
 
-from scenarios import CLUSTER, HAPROXY
+from scenarios import HAPROXY, OURS
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -53,6 +53,7 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
         # The rate between the 1/8th and the 7/8th page: without the start and the end.
         "steady_share": steady,
         "p50_ms": _ms(percentile(latencies, 50)),
+        "p95_ms": _ms(percentile(latencies, 95)),
         "p99_ms": _ms(percentile(latencies, 99)),
         "max_ms": _ms(max(latencies) if latencies else None),
         "cpu_per_1000": (result["cpu_total"] - result["cpu_at_open"]) * 1000 / pages,
@@ -63,8 +64,10 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
         "redispatches": None,
         "downs": None,
         "haproxy_cpu_per_1000": None,
+        # 504s the nodes answered (renders thrown away), where the nodes were asked.
+        "answered_504": _answered_504(record),
     }
-    if record["contender"] == CLUSTER:
+    if record["contender"] in OURS:
         figures["retries"] = int(stats.get("splash_cluster/retries", 0))
         figures["redispatches"] = int(stats.get("splash_cluster/redispatches", 0))
         figures["downs"] = sum(
@@ -107,7 +110,7 @@ def detections(record: dict[str, Any]) -> list[dict[str, Any]]:
     start = result.get("started")
     if start is None:
         return []
-    if record["contender"] == CLUSTER:
+    if record["contender"] in OURS:
         return [
             {"t": t - start, "node": node, "state": state}
             for t, node, state, _ in result.get("node_events", [])
@@ -131,7 +134,9 @@ def median_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "share",
         "steady_share",
         "p50_ms",
+        "p95_ms",
         "p99_ms",
+        "answered_504",
         "max_ms",
         "cpu_per_1000",
         "peak_rss_mb",
@@ -158,6 +163,14 @@ def median_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
             kinds[kind] = kinds.get(kind, 0) + n
     out["error_kinds"] = kinds
     return out
+
+
+def _answered_504(record: dict[str, Any]) -> int | None:
+    """504s answered by the nodes (their own counts; None if a node could not tell)."""
+    counts = [n.get("answered_504") for n in record.get("node_stats", {}).values()]
+    if not counts or any(c is None for c in counts):
+        return None
+    return sum(counts)
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -16,10 +16,12 @@ from haproxy import CONFIG_TEMPLATE, SERVER_LINE, haproxy_version
 from metrics import detections, latencies_ms, median_figures, per_second, summarize
 from runner import ENDPOINT, RENDER_ARGS, URL_TEMPLATE
 from scenarios import (
+    ADAPTIVE,
     CLUSTER,
     CONTENDER_TITLES,
     CONTENDERS,
     HAPROXY,
+    OURS,
     SCENARIOS,
     SCENARIOS_BY_NAME,
     SINGLE,
@@ -30,7 +32,7 @@ NOTES = HERE / "NOTES.md"
 # Focused benchmarks (bench/log_level.py, bench/fleet.py, ...) keep their
 # latest results here, one file each, so that `make bench` keeps them.
 SECTIONS = HERE / "sections"
-COLOURS = {CLUSTER: "#1f77b4", HAPROXY: "#d62728", SINGLE: "#7f7f7f"}
+COLOURS = {CLUSTER: "#1f77b4", ADAPTIVE: "#2ca02c", HAPROXY: "#d62728", SINGLE: "#7f7f7f"}
 
 
 # -- machine and command ---------------------------------------------------------
@@ -268,7 +270,7 @@ def _timeline(records: list[dict[str, Any]]) -> str:
 
 def _victim_port(record: dict[str, Any]) -> str:
     urls = ((record.get("result") or {}).get("config") or {}).get("splash_urls") or []
-    if record["contender"] == CLUSTER and urls:
+    if record["contender"] in OURS and urls:
         return urls[0].rsplit(":", 1)[-1]
     return "\0"
 
@@ -482,6 +484,45 @@ def _throughput_panel(
 # -- targets ---------------------------------------------------------------------
 
 
+def _adaptive_rows(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
+    """Adaptive limits against the static limit (and HAProxy), every scenario both ran."""
+    rows = [
+        "| scenario | contender | pages/s | vs static | 504s answered by nodes "
+        "| p95 latency (ms) | pages lost |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    verdicts = []
+    for scenario in SCENARIOS:
+        if (scenario.name, ADAPTIVE) not in runs or (scenario.name, CLUSTER) not in runs:
+            continue
+        medians = {
+            c: median_figures([summarize(r) for r in runs[(scenario.name, c)]])
+            for c in (CLUSTER, ADAPTIVE, HAPROXY)
+            if (scenario.name, c) in runs
+        }
+        if not all(m["valid_runs"] for m in medians.values()):
+            continue
+        static = medians[CLUSTER]["throughput"]
+        for contender, m in medians.items():
+            rows.append(
+                f"| {scenario.title} | {CONTENDER_TITLES[contender]} | {m['throughput']:.1f} "
+                f"| {m['throughput'] / static:.1%} | {_int(m['answered_504'])} "
+                f"| {_int(m['p95_ms'])} | {m['lost_max']} |"
+            )
+        ratio = medians[ADAPTIVE]["throughput"] / static
+        verdicts.append((scenario.title, ratio, medians[ADAPTIVE]["lost_max"]))
+    if not verdicts:
+        return []
+    worse = [f"{t} ({r:.1%})" for t, r, _ in verdicts if r < 1.0]
+    lines = [*rows, ""]
+    lines.append(
+        "Adaptive as a share of the static limit's pages/s (median): "
+        + ", ".join(f"{t} {r:.1%}" for t, r, _ in verdicts)
+        + (". Below 100 % in: " + ", ".join(worse) + "." if worse else ".")
+    )
+    return lines
+
+
 def _targets(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
     lines = []
     if (key := ("homogeneous", CLUSTER)) in runs:
@@ -672,6 +713,9 @@ def write(results: Path, doc: Path) -> None:
         *_targets(runs),
         "",
     ]
+    adaptive = _adaptive_rows(runs)
+    if adaptive:
+        lines += ["## Adaptive limits against the static limit", "", *adaptive, ""]
     if NOTES.exists():
         lines += [NOTES.read_text().strip(), ""]
     for section in sorted(SECTIONS.glob("*.md")):

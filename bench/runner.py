@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from haproxy import HAProxy, process_cpu_seconds
-from scenarios import CLUSTER, HAPROXY, SINGLE, VICTIM, FaultEvent, Scenario
+from scenarios import CONTENDER_SETTINGS, HAPROXY, OURS, SINGLE, VICTIM, FaultEvent, Scenario
 from scrapy_splash_cluster.testing import MockSplashNode, MockSplashNodeError
 
 CRAWL_SCRIPT = Path(__file__).resolve().parent / "crawl.py"
 URL_TEMPLATE = "http://shop.bench.test/item/{index}"
-RENDER_ARGS = {"wait": 0, "timeout": 30}
+RENDER_ARGS = {"wait": 0}
 ENDPOINT = "render.html"
 _STOP_GRACE = 10.0
 
@@ -40,9 +40,10 @@ class RunSpec:
 
 
 def _start_nodes(scenario: Scenario) -> list[MockSplashNode]:
+    capacities = scenario.capacities or (None,) * len(scenario.latencies)
     nodes = [
-        MockSplashNode(f"node-{i + 1}", slots=scenario.slots, latency=latency)
-        for i, latency in enumerate(scenario.latencies)
+        MockSplashNode(f"node-{i + 1}", slots=scenario.slots, latency=latency, capacity=capacity)
+        for i, (latency, capacity) in enumerate(zip(scenario.latencies, capacities, strict=True))
     ]
     with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
         list(pool.map(lambda node: node.start(), nodes))
@@ -175,7 +176,8 @@ def _poll_haproxy(crawl: _Crawl, haproxy: HAProxy, changes: list[dict[str, Any]]
 def run_once(spec: RunSpec, pythons: dict[str, Path], out_dir: Path) -> dict[str, Any]:
     """Runs one crawl and returns its raw record (also written to out_dir/RUN_ID.json)."""
     scenario = spec.scenario
-    python = pythons["cluster" if spec.contender == CLUSTER else "baseline"]
+    ours = spec.contender in OURS
+    python = pythons["cluster" if ours else "baseline"]
     config_path = out_dir / f"{spec.run_id}.config.json"
     result_path = out_dir / f"{spec.run_id}.result.json"
     log_path = out_dir / f"{spec.run_id}.log"
@@ -199,18 +201,22 @@ def run_once(spec: RunSpec, pythons: dict[str, Path], out_dir: Path) -> dict[str
             urls = [nodes[VICTIM].url]
         else:
             urls = [node.url for node in nodes]
-        package = "scrapy_splash_cluster" if spec.contender == CLUSTER else "scrapy_splash"
+        package = "scrapy_splash_cluster" if ours else "scrapy_splash"
         config = {
             "splash_package": package,
             "splash_urls": urls,
             "pages": spec.pages,
             "url_template": URL_TEMPLATE,
             "endpoint": ENDPOINT,
-            "render_args": RENDER_ARGS,
+            "render_args": {**RENDER_ARGS, "timeout": scenario.render_timeout},
             "concurrency": scenario.concurrency,
             "maxconn": scenario.maxconn,
             "sample_interval": 1.0,
-            "settings": dict(spec.cluster_settings) if spec.contender == CLUSTER else {},
+            "settings": (
+                {**CONTENDER_SETTINGS[spec.contender], **dict(spec.cluster_settings)}
+                if ours
+                else {}
+            ),
         }
         config_path.write_text(json.dumps(config, indent=2))
         crawl = _Crawl(python, config_path, result_path, log_path)
@@ -238,6 +244,7 @@ def run_once(spec: RunSpec, pythons: dict[str, Path], out_dir: Path) -> dict[str
                     node_stats[node.name] = {
                         k: stats.get(k) for k in ("requests", "completed", "cancelled", "dropped")
                     }
+                    node_stats[node.name]["answered_504"] = stats["statuses"].get("504", 0)
                     node_stats[node.name]["cpu_s"] = process_cpu_seconds(node.pid)
         if haproxy is not None:
             haproxy_summary = haproxy.summary()

@@ -6,13 +6,22 @@ from dataclasses import dataclass, field
 
 # The contenders, in the order the tables list them.
 CLUSTER = "cluster"
+ADAPTIVE = "adaptive"
 HAPROXY = "haproxy"
 SINGLE = "single"
-CONTENDERS = (CLUSTER, HAPROXY, SINGLE)
+CONTENDERS = (CLUSTER, ADAPTIVE, HAPROXY, SINGLE)
 CONTENDER_TITLES = {
     CLUSTER: "scrapy-splash-cluster",
+    ADAPTIVE: "scrapy-splash-cluster, adaptive limits",
     HAPROXY: "scrapy-splash + HAProxy",
     SINGLE: "scrapy-splash, one node",
+}
+# The contenders that run this tree (the static limit and the adaptive one).
+OURS = (CLUSTER, ADAPTIVE)
+# What tells them apart: the setting each one's crawls get.
+CONTENDER_SETTINGS = {
+    CLUSTER: {"SPLASH_CLUSTER_ADAPTIVE": False},
+    ADAPTIVE: {"SPLASH_CLUSTER_ADAPTIVE": True},
 }
 
 # The node every fault hits, and the one node the single-node contender uses.
@@ -41,6 +50,9 @@ class Scenario:
     maxconn: int = 5  # per node: SPLASH_CLUSTER_MAXCONN, HAProxy's maxconn
     fault: str | None = None  # kill_restart, freeze, flap
     contenders: tuple[str, ...] = CONTENDERS
+    # Renders each node runs at full speed (mock --capacity; None: all of them).
+    capacities: tuple[int | None, ...] | None = None
+    render_timeout: float = 30.0  # Splash's timeout argument of every page
     # Repeats for this scenario when fewer than --repeats (the 20,000-page crawl).
     max_repeats: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -48,8 +60,13 @@ class Scenario:
     def capacity(self, contender: str) -> float:
         """The capacity limit in pages/s: sum over the contender's nodes of maxconn / latency."""
         if contender == SINGLE:
-            return self.maxconn / self.latencies[VICTIM]
-        return sum(self.maxconn / latency for latency in self.latencies)
+            return self.runs_at_once(VICTIM) / self.latencies[VICTIM]
+        return sum(self.runs_at_once(i) / latency for i, latency in enumerate(self.latencies))
+
+    def runs_at_once(self, node: int) -> int:
+        """Renders node ``node`` finishes at full speed at once: maxconn, or its capacity."""
+        capacity = self.capacities[node] if self.capacities else None
+        return self.maxconn if capacity is None else min(self.maxconn, capacity)
 
     def ideal_duration(self, pages: int) -> float:
         """Seconds the crawl takes at the cluster's capacity limit."""
@@ -117,6 +134,21 @@ _THREE = (0.2, 0.2, 0.2)
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
+        name="capacity",
+        title="Nodes of unequal capacity",
+        description="3 nodes with --slots 8 (maxconn 8) that run 1, 2 and 8 renders at full "
+        "speed (beyond, renders share the node and each slows in proportion, as a CPU-bound "
+        "Splash does); 200 ms per render, Splash timeout 1.0 s; CONCURRENT_REQUESTS 30.",
+        latencies=_THREE,
+        pages=600,
+        quick_pages=300,
+        slots=8,
+        maxconn=8,
+        capacities=(1, 2, 8),
+        render_timeout=1.0,
+        contenders=(CLUSTER, ADAPTIVE, HAPROXY),
+    ),
+    Scenario(
         name="homogeneous",
         title="Homogeneous",
         description="3 nodes, 5 slots each, 200 ms per render; CONCURRENT_REQUESTS 30.",
@@ -131,7 +163,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         latencies=(0.6, 0.2, 0.2),
         pages=900,
         quick_pages=300,
-        contenders=(CLUSTER, HAPROXY),
+        contenders=(CLUSTER, ADAPTIVE, HAPROXY),
     ),
     Scenario(
         name="kill_restart",
@@ -152,7 +184,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         pages=1500,
         quick_pages=1500,
         fault="freeze",
-        contenders=(CLUSTER, HAPROXY),
+        contenders=(CLUSTER, ADAPTIVE, HAPROXY),
     ),
     Scenario(
         name="flapping",
@@ -163,7 +195,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         pages=1500,
         quick_pages=900,
         fault="flap",
-        contenders=(CLUSTER, HAPROXY),
+        contenders=(CLUSTER, ADAPTIVE, HAPROXY),
     ),
     Scenario(
         name="overload",
@@ -184,7 +216,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         quick_pages=2000,
         concurrency=50,
         max_repeats=1,
-        contenders=(CLUSTER, HAPROXY),
+        contenders=(CLUSTER, ADAPTIVE, HAPROXY),
     ),
 )
 

@@ -80,6 +80,8 @@ class NodeSnapshot:
     since: float
     in_flight: int
     maxconn: int
+    limit: int | None
+    """The adaptive limit under maxconn; None when adaptive limits are off."""
     weight: int
     requests: int
     responses: dict[str, int]
@@ -142,6 +144,7 @@ class SplashCluster:
         retry_budget: float = 0.2,
         poison_limit: int = 2,
         dns_interval: float = 10.0,
+        adaptive: bool = False,
         stats_port: int | None = None,
         stats_host: str = "127.0.0.1",
         stats_user: str = "scrapy",

@@ -204,6 +204,8 @@ class ClusterRuntime:
                     "ups",
                 ):
                     stats.set_value(f"{STATS_PREFIX}/nodes/{label}/{key}", getattr(node, key))
+                if node.limit is not None:
+                    stats.set_value(f"{STATS_PREFIX}/nodes/{label}/limit", node.limit)
             logger.info(
                 "Splash node %s: %s, %d requests, %d node failures, %d 504s, %d retries here "
                 "(%d redispatched from other nodes), %d times DOWN",

@@ -84,6 +84,7 @@ class ClusterSettings:
     extra_timeout: float
     retry_budget: float = 0.2
     poison_limit: int = 2
+    adaptive: bool = False
     health_fast_interval: float | None = None
     stats_port: int | None = None
     stats_host: str = "127.0.0.1"
@@ -119,6 +120,7 @@ class ClusterSettings:
             "connect_timeout": self.connect_timeout,
             "retry_budget": self.retry_budget,
             "poison_limit": self.poison_limit,
+            "adaptive": self.adaptive,
             "health_fast_interval": self.health_fast_interval,
             "stats_port": self.stats_port,
             "stats_host": self.stats_host,
@@ -148,6 +150,15 @@ class ClusterSettings:
         if slot_policy not in SlotPolicy.ALL:
             raise _fail("SPLASH_SLOT_POLICY", slot_policy, f"one of {', '.join(SlotPolicy.ALL)}")
         labels = [_label(n.url if isinstance(n, NodeConfig) else n) for n in nodes]
+        adaptive = _bool(settings, "SPLASH_CLUSTER_ADAPTIVE", ADAPTIVE_DEFAULT)
+        redis_url = _redis_url(settings)
+        if adaptive and redis_url is not None:
+            raise _fail(
+                "SPLASH_CLUSTER_ADAPTIVE",
+                adaptive,
+                "False with SPLASH_CLUSTER_REDIS_URL (adaptive limits are not shared across "
+                "a fleet yet)",
+            )
         return cls(
             nodes=nodes,
             maxconn=maxconn,
@@ -164,6 +175,7 @@ class ClusterSettings:
             extra_timeout=_seconds(settings, "SPLASH_CLUSTER_EXTRA_TIMEOUT", 5.0),
             retry_budget=_share(settings, "SPLASH_CLUSTER_RETRY_BUDGET", 0.2),
             poison_limit=_int(settings, "SPLASH_CLUSTER_POISON_LIMIT", 2, 1),
+            adaptive=adaptive,
             health_fast_interval=(
                 _seconds(settings, "SPLASH_CLUSTER_HEALTH_FAST_INTERVAL", 0.5)
                 if settings.get("SPLASH_CLUSTER_HEALTH_FAST_INTERVAL") is not None
@@ -174,7 +186,7 @@ class ClusterSettings:
             stats_user=str(settings.get("SPLASH_CLUSTER_STATS_USER") or "scrapy"),
             stats_password=settings.get("SPLASH_CLUSTER_STATS_PASSWORD") or None,
             node_labels=labels,
-            redis_url=_redis_url(settings),
+            redis_url=redis_url,
             redis_key_prefix=str(
                 settings.get("SPLASH_CLUSTER_REDIS_KEY_PREFIX") or "splash_cluster"
             ),
@@ -201,6 +213,27 @@ def _dns_interval(settings: BaseSettings) -> float:
             name, raw, "a number of seconds such as 10, or 0 to resolve names at start only"
         )
     return value
+
+
+# Whether node limits adapt unless SPLASH_CLUSTER_ADAPTIVE says otherwise
+# (docs/benchmarks.md has the numbers behind the choice).
+ADAPTIVE_DEFAULT = False
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _bool(settings: BaseSettings, name: str, default: bool) -> bool:
+    """A yes/no setting: a bool, 0/1, or true/false, yes/no, on/off."""
+    raw = settings.get(name, default)
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _fail(name, raw, "True or False (or 1/0, on/off, yes/no)")
 
 
 def _share(settings: BaseSettings, name: str, default: float) -> float:

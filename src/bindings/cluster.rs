@@ -249,7 +249,7 @@ impl SplashCluster {
     #[pyo3(signature = (
         nodes, *, maxconn=5, weight=1, node_maxrss=None, retries=3, queue_timeout=60.0, health_interval=2.0,
         health_timeout=1.0, health_fast_interval=None, health_path="/_ping", fall=3, rise=2, error_limit=3,
-        connect_timeout=5.0, retry_budget=0.2, poison_limit=2, dns_interval=10.0, stats_port=None, stats_host="127.0.0.1",
+        connect_timeout=5.0, retry_budget=0.2, poison_limit=2, dns_interval=10.0, adaptive=false, stats_port=None, stats_host="127.0.0.1",
         stats_user="scrapy", stats_password=None, redis_url=None,
         redis_key_prefix="splash_cluster", redis_lease_ttl=15.0,
     ))]
@@ -273,6 +273,7 @@ impl SplashCluster {
         retry_budget: f64,
         poison_limit: i64,
         dns_interval: f64,
+        adaptive: bool,
         stats_port: Option<i64>,
         stats_host: &str,
         stats_user: &str,
@@ -320,6 +321,7 @@ impl SplashCluster {
             dns_interval: (dns_interval != 0.0)
                 .then(|| seconds("dns_interval", dns_interval))
                 .transpose()?,
+            adaptive,
             stats: stats_port
                 .map(|port| {
                     let port = u16::try_from(port).map_err(|_| {
@@ -339,6 +341,14 @@ impl SplashCluster {
                 .transpose()?,
         };
         let mut config = options.validate().map_err(value_error)?;
+        if config.adaptive && redis_url.is_some() {
+            // The fleet's take script caps nodes at maxconn only: a limit
+            // kept in this process would not hold for the others.
+            return Err(PyValueError::new_err(
+                "invalid adaptive: True with redis_url; adaptive limits are not shared across \
+                 a fleet yet, so use one or the other",
+            ));
+        }
         let fleet = redis_url
             .map(|url| fleet_options(url, redis_key_prefix, redis_lease_ttl))
             .transpose()?;

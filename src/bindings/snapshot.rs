@@ -21,6 +21,8 @@ pub struct NodeSnapshot {
     pub in_flight: usize,
     /// Requests in flight at most.
     pub maxconn: usize,
+    /// The adaptive limit under maxconn; None when adaptive limits are off.
+    pub limit: Option<usize>,
     /// Relative share of the load.
     pub weight: u32,
     /// Attempts sent.
@@ -70,6 +72,7 @@ impl From<CoreSnapshot> for NodeSnapshot {
             since: s.since.as_secs_f64(),
             in_flight: s.in_flight,
             maxconn: s.maxconn,
+            limit: s.limit,
             weight: s.weight,
             requests: s.counters.requests,
             responses: classes

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::adaptive::{self, Sample};
 use super::admission::Tried;
 use super::budget::RetryBudget;
 use super::config::ClusterConfig;
@@ -25,6 +26,7 @@ use super::node::NodeSnapshot;
 use super::outcome::{classify, Outcome};
 use super::pool::{AcquireError, Lease, Pool, QueueStats};
 use super::prober::{spawn_probes, ProbeSettings};
+use super::render_budget::RenderBudget;
 use super::report::{ClusterReport, ReportSource, RequestTotals};
 use super::retry::RetryPolicy;
 use super::selection::SelectionPolicy;
@@ -46,6 +48,7 @@ pub struct ClusterResponse {
 struct Sent {
     outcome: Outcome,
     response: Option<NodeResponse>,
+    started: Instant,
     elapsed: Duration,
 }
 
@@ -71,6 +74,8 @@ pub struct Cluster<T: Transport> {
     budget: Option<RetryBudget>,
     poison_limit: u32,
     queue_timeout: Duration,
+    /// Whether nodes' limits adapt (and so renders are measured).
+    adaptive: bool,
     stop_probes: watch::Sender<bool>,
     abort: watch::Sender<bool>,
     /// Background tasks (probes, the stats page) to await on close.
@@ -115,6 +120,9 @@ impl<T: Transport> Cluster<T> {
             None => SlotAccounting::Local,
         };
         let pool = Pool::with_accounting(config.nodes, config.thresholds, policy, accounting);
+        if config.adaptive {
+            pool.adapt_limits();
+        }
         let transport = Arc::new(transport);
         let (stop_probes, stop) = watch::channel(false);
         let settings = ProbeSettings {
@@ -146,6 +154,7 @@ impl<T: Transport> Cluster<T> {
             budget: config.retry_budget.map(RetryBudget::new),
             poison_limit: config.poison_limit,
             queue_timeout: config.queue_timeout,
+            adaptive: config.adaptive,
             stop_probes,
             abort: watch::channel(false).0,
             probes: Mutex::new(probes),
@@ -244,6 +253,7 @@ impl<T: Transport> Cluster<T> {
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut tried = Tried::preferring(self.node_indices(request.saved_args.as_ref()));
         let mut previous: Option<usize> = None;
+        let budget = self.adaptive.then(|| RenderBudget::of(&request));
         loop {
             let queue_deadline = (Instant::now() + self.queue_timeout).min(deadline);
             let lease = match self.pool.acquire(&tried, queue_deadline).await {
@@ -286,7 +296,7 @@ impl<T: Transport> Cluster<T> {
                 // The node lost the saved arguments (a restart, Splash's LRU
                 // of 500): send them in full to the same node at once. Not a
                 // failure, not a retry: the node is fine.
-                self.record(&lease, &request, &sent, previous, &mut attempts);
+                self.record(&lease, &request, &sent, previous, budget, &mut attempts);
                 tried.forget_preference(node);
                 match self.attempt(&lease, &request, deadline, &mut abort).await {
                     Some(sent) => sent,
@@ -297,7 +307,7 @@ impl<T: Transport> Cluster<T> {
             };
             let node_url = lease.spec().endpoint.display().to_owned();
             let life = lease.life();
-            self.record(&lease, &request, &sent, previous, &mut attempts);
+            self.record(&lease, &request, &sent, previous, budget, &mut attempts);
             let Sent {
                 outcome, response, ..
             } = sent;
@@ -366,23 +376,46 @@ impl<T: Transport> Cluster<T> {
         Some(Sent {
             outcome,
             response,
+            started,
             elapsed: started.elapsed(),
         })
     }
 
-    /// Counts an attempt for its node and the request, and logs it at DEBUG.
+    /// Counts an attempt for its node and the request, and logs it at DEBUG;
+    /// with a render budget (adaptive limits on), feeds its latency.
     fn record(
         &self,
         lease: &Lease,
         request: &NodeRequest,
         sent: &Sent,
         previous: Option<usize>,
+        budget: Option<RenderBudget>,
         attempts: &mut Vec<Attempt>,
     ) {
         let node = lease.node();
         let status = sent.response.as_ref().map(|r| r.status);
         self.pool
             .record_attempt(node, &sent.outcome, status, previous);
+        // Only renders say how loaded the node is: a page answered (any
+        // status) or a 504. Website failures, the request's own errors and
+        // node failures say nothing about its CPU.
+        let ending = match sent.outcome {
+            Outcome::Answered(_) => Some(adaptive::Ending::Rendered),
+            Outcome::RenderTimeout => Some(adaptive::Ending::TimedOut),
+            _ => None,
+        };
+        if let (Some(budget), Some(ending)) = (budget, ending) {
+            self.pool.record_render(
+                node,
+                Sample {
+                    started: sent.started,
+                    elapsed: sent.elapsed,
+                    budget,
+                    ending,
+                    in_flight: 0, // the pool counts it
+                },
+            );
+        }
         let node_url = lease.spec().endpoint.display();
         tracing::debug!(
             target: "scrapy_splash_cluster::request",
@@ -917,5 +950,41 @@ mod tests {
         assert_idle(&c);
         assert_eq!(c.queue().waiting, 0);
         assert!(c.transport.sent.load(Ordering::SeqCst) >= 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_renders_move_the_adaptive_limit_not_the_websites_failures() {
+        let render_error = Script::Answer(
+            502,
+            r#"{"error": 502, "type": "RenderError", "info": {"type": "Network"}}"#,
+            Duration::from_millis(10),
+        );
+        let c = cluster_tuned(&[("a:1", render_error)], true, |o| o.adaptive = true);
+        for _ in 0..5 {
+            let answer = c.request(request(), Duration::from_secs(5)).await.unwrap();
+            assert_eq!(answer.response.status, 502);
+        }
+        assert_eq!(
+            c.nodes()[0].limit,
+            Some(1),
+            "a website's 502 moved the limit"
+        );
+        c.transport
+            .scripts
+            .lock()
+            .unwrap()
+            .insert("http://a:1".into(), OK);
+        c.request(request(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            c.nodes()[0].limit,
+            Some(2),
+            "a render alone starts slow start"
+        );
+        // Off (the default), no limit at all.
+        let off = cluster(&[("a:1", OK)], true);
+        off.request(request(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(off.nodes()[0].limit, None);
     }
 }

@@ -310,6 +310,8 @@ pub struct ClusterOptions {
     pub poison_limit: u32,
     /// Time between two resolutions of the nodes' names; None: only at start.
     pub dns_interval: Option<Duration>,
+    /// Whether each node's concurrency adapts under its maxconn (`adaptive`).
+    pub adaptive: bool,
     /// The stats page, if wanted.
     pub stats: Option<StatsOptions>,
 }
@@ -334,6 +336,7 @@ impl Default for ClusterOptions {
             retry_budget: Some(0.2),
             poison_limit: 2,
             dns_interval: Some(Duration::from_secs(10)),
+            adaptive: false,
             stats: None,
         }
     }
@@ -377,6 +380,8 @@ pub struct ClusterConfig {
     pub poison_limit: u32,
     /// Time between two resolutions of the nodes' names; None: only at start.
     pub dns_interval: Option<Duration>,
+    /// Whether each node's concurrency adapts under its maxconn.
+    pub adaptive: bool,
     /// The stats page, if wanted.
     pub stats: Option<StatsConfig>,
 }
@@ -502,6 +507,7 @@ impl ClusterOptions {
                 Some(interval) => Some(positive_duration("dns_interval", interval)?),
                 None => None,
             },
+            adaptive: self.adaptive,
             stats: self.stats.map(StatsOptions::validate).transpose()?,
         })
     }

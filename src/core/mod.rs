@@ -5,6 +5,7 @@
 //! retry policy, the transport, active probes, and the cluster that ties them
 //! together for one request.
 
+pub mod adaptive;
 pub mod admission;
 pub mod budget;
 pub mod cluster;
@@ -23,6 +24,7 @@ pub mod node;
 pub mod outcome;
 pub mod pool;
 pub mod prober;
+pub mod render_budget;
 pub mod report;
 pub mod retry;
 pub mod selection;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::adaptive::AdaptiveLimit;
 use super::config::NodeSpec;
 use super::drain::Drain;
 use super::health::{Blame, Health, Phase};
@@ -81,6 +82,8 @@ pub struct NodeState {
     pub peak_rss: Option<u64>,
     /// What happened so far.
     pub counters: NodeCounters,
+    /// The adaptive limit under maxconn, when it is on.
+    pub adaptive: Option<AdaptiveLimit>,
 }
 
 impl NodeState {
@@ -100,6 +103,7 @@ impl NodeState {
             drain: Drain::default(),
             peak_rss: None,
             counters: NodeCounters::default(),
+            adaptive: None,
         }
     }
 
@@ -143,6 +147,8 @@ pub struct NodeSnapshot {
     pub in_flight: usize,
     /// Requests in flight at most.
     pub maxconn: usize,
+    /// The adaptive limit under maxconn, when it is on.
+    pub limit: Option<usize>,
     /// Relative share of the load.
     pub weight: u32,
     /// Counters.
@@ -188,6 +194,7 @@ impl NodeSnapshot {
             since: now.saturating_duration_since(since),
             in_flight: state.in_flight,
             maxconn: spec.maxconn,
+            limit: state.adaptive.as_ref().map(AdaptiveLimit::limit),
             weight: spec.weight,
             counters: state.counters.clone(),
             last_probe: health.last_probe().map(|p| ProbeSnapshot {

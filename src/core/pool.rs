@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
+use super::adaptive::{AdaptiveLimit, Change, Sample};
 use super::admission::{AdmissionQueue, Tried};
 use super::config::{HealthThresholds, NodeSpec};
 use super::drain::{Drain, DrainChange};
@@ -61,6 +62,8 @@ struct State {
     waits: u64,
     queue_timeouts: u64,
     closed: bool,
+    /// Whether nodes get an adaptive limit (new ones too).
+    adaptive: bool,
 }
 
 struct Shared {
@@ -258,7 +261,7 @@ fn candidates(shared: &Shared, state: &State, tried: &Tried) -> Vec<Candidate> {
         .enumerate()
         .map(|(i, node)| Candidate {
             in_flight: node.in_flight,
-            maxconn: shared.maxconn(state, i),
+            maxconn: cap(shared, state, i),
             weight: node.spec.weight,
             up: node.takes_renders(),
             tried: tried.contains(i),
@@ -300,6 +303,16 @@ fn take_slot(shared: &Arc<Shared>, state: &mut State, tried: &Tried) -> Option<L
         handoffs: 0,
         armed: true,
     })
+}
+
+/// The renders this process may start on a node: its maxconn (or fleet
+/// share), lowered by the node's adaptive limit when that is on.
+fn cap(shared: &Shared, state: &State, index: usize) -> usize {
+    let maxconn = shared.maxconn(state, index);
+    state.nodes[index]
+        .adaptive
+        .as_ref()
+        .map_or(maxconn, |limit| limit.limit().min(maxconn))
 }
 
 /// What the fleet's slot script may choose from: the nodes UP in this
@@ -366,13 +379,13 @@ fn dispatch(shared: &Arc<Shared>, state: &mut State) {
     }
 }
 
-/// Whether any node takes renders and is below its maxconn.
+/// Whether any node takes renders and is below its cap.
 fn any_free_slot(shared: &Shared, state: &State) -> bool {
     state
         .nodes
         .iter()
         .enumerate()
-        .any(|(i, node)| node.takes_renders() && node.in_flight < shared.maxconn(state, i))
+        .any(|(i, node)| node.takes_renders() && node.in_flight < cap(shared, state, i))
 }
 
 fn snapshots(state: &State, now: Instant) -> Vec<NodeSnapshot> {
@@ -436,6 +449,7 @@ impl Pool {
                     waits: 0,
                     queue_timeouts: 0,
                     closed: false,
+                    adaptive: false,
                 }),
             }),
         }
@@ -715,6 +729,48 @@ impl Pool {
         transition
     }
 
+    /// Turns on the adaptive limit of every node (`adaptive`): each starts
+    /// at 1 and finds its capacity under its maxconn.
+    pub fn adapt_limits(&self) {
+        let now = Instant::now();
+        let mut state = lock(&self.shared.state);
+        state.adaptive = true;
+        for node in &mut state.nodes {
+            node.adaptive = Some(AdaptiveLimit::new(node.spec.maxconn, now));
+        }
+    }
+
+    /// Feeds a render's latency to its node's adaptive limit (when on),
+    /// while the attempt still holds its slot; logs a change at DEBUG.
+    pub fn record_render(&self, node: usize, mut sample: Sample) {
+        let change = {
+            let mut state = lock(&self.shared.state);
+            let n = &mut state.nodes[node];
+            sample.in_flight = n.in_flight;
+            let Some(change) = n.adaptive.as_mut().and_then(|limit| limit.record(sample)) else {
+                return;
+            };
+            if change.to > change.from {
+                dispatch(&self.shared, &mut state);
+            }
+            change
+        };
+        self.log_limit(node, &change);
+    }
+
+    fn log_limit(&self, node: usize, change: &Change) {
+        let spec = self.spec(node);
+        tracing::debug!(
+            target: "scrapy_splash_cluster::adaptive",
+            "Splash node {} limit {} -> {} (of maxconn {}): {}",
+            spec.endpoint.display(),
+            change.from,
+            change.to,
+            spec.maxconn,
+            change.why
+        );
+    }
+
     /// Records that an attempt is being sent (after the lease, before I/O).
     pub fn record_sent(&self, node: usize) {
         lock(&self.shared.state).nodes[node].counters.requests += 1;
@@ -838,7 +894,11 @@ impl Pool {
     /// Adds a node (one DNS found while running); its index.
     pub fn add_node(&self, spec: NodeSpec, health: Health) -> usize {
         let mut state = lock(&self.shared.state);
-        state.nodes.push(NodeState::with_health(spec, health));
+        let mut node = NodeState::with_health(spec, health);
+        if state.adaptive {
+            node.adaptive = Some(AdaptiveLimit::new(node.spec.maxconn, Instant::now()));
+        }
+        state.nodes.push(node);
         state.nodes.len() - 1
     }
 

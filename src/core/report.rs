@@ -194,6 +194,7 @@ fn node_json(n: &NodeSnapshot) -> Value {
         "since_seconds": n.since.as_secs_f64(),
         "in_flight": n.in_flight,
         "maxconn": n.maxconn,
+        "limit": n.limit,
         "weight": n.weight,
         "requests": c.requests,
         "responses": CLASSES.iter().zip(c.responses).map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
@@ -301,6 +302,14 @@ impl ClusterReport {
             "Requests in flight at most on the node.",
             per_node(&|n| n.maxconn as f64),
         );
+        if self.nodes.iter().any(|n| n.limit.is_some()) {
+            family(
+                "splash_cluster_node_limit",
+                "gauge",
+                "Requests in flight at most on the node now: its adaptive limit, under maxconn.",
+                per_node(&|n| n.limit.unwrap_or(n.maxconn) as f64),
+            );
+        }
         family(
             "splash_cluster_node_requests_total",
             "counter",
@@ -512,7 +521,8 @@ impl ClusterReport {
                 rows,
                 "<tr class=\"{class}\"><td class=\"node\">{url}</td>\
                  <td><span class=\"state\">{state}</span><div class=\"reason\">{reason}, for {since}</div></td>\
-                 <td class=\"num in-flight\">{in_flight}/{maxconn}</td><td class=\"num requests\">{requests}</td>\
+                 <td class=\"num in-flight\">{in_flight}/{maxconn}</td><td class=\"num limit\">{limit}</td>\
+                 <td class=\"num requests\">{requests}</td>\
                  <td class=\"num\">{r2}</td><td class=\"num\">{r3}</td><td class=\"num\">{r4}</td><td class=\"num\">{r5}</td>\
                  <td class=\"num failures\">{failures}</td><td class=\"num\">{timeouts}</td>\
                  <td class=\"num retries\">{retries}</td><td class=\"num redispatches\">{redispatches}</td>\
@@ -523,6 +533,7 @@ impl ClusterReport {
                 since = human_duration(n.since),
                 in_flight = n.in_flight,
                 maxconn = n.maxconn,
+                limit = n.limit.map_or_else(|| "-".to_owned(), |l| l.to_string()),
                 requests = c.requests,
                 r2 = c.responses[0],
                 r3 = c.responses[1],
@@ -576,7 +587,7 @@ footer{{color:#888;font-size:.8em;margin-top:1rem}}
 </div>
 {fleet}
 <div class="table"><table id="nodes">
-<thead><tr><th>node</th><th>state</th><th>in flight</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>node failures</th><th>504s</th><th>retries</th><th>redispatches</th><th>DOWNs</th><th>last probe</th></tr></thead>
+<thead><tr><th>node</th><th>state</th><th>in flight</th><th title=\"adaptive limit under maxconn\">limit</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>node failures</th><th>504s</th><th>retries</th><th>redispatches</th><th>DOWNs</th><th>last probe</th></tr></thead>
 <tbody>
 {rows}</tbody></table></div>
 <footer>up {uptime}; refreshes every {refresh_seconds} s; also <a href="stats.json">stats.json</a> and <a href="metrics">metrics</a></footer>
@@ -655,6 +666,7 @@ mod tests {
             since: Duration::from_secs(75),
             in_flight: 2,
             maxconn: 5,
+            limit: None,
             weight: 1,
             counters: NodeCounters {
                 requests: 10,
@@ -705,6 +717,25 @@ mod tests {
             fleet: None,
             dns: Vec::new(),
         }
+    }
+
+    #[test]
+    fn adaptive_limits_show_in_every_form_and_not_when_off() {
+        let mut r = report();
+        r.nodes[0].limit = Some(3);
+        r.nodes[1].limit = Some(5);
+        let j = r.to_json();
+        assert_eq!(j["nodes"][0]["limit"], 3);
+        let text = r.to_prometheus();
+        assert!(
+            text.contains("splash_cluster_node_limit{node=\"http://a:8050\"} 3\n"),
+            "{text}"
+        );
+        assert!(r.to_html(2).contains("<td class=\"num limit\">3</td>"));
+        let off = report();
+        assert!(off.to_json()["nodes"][0]["limit"].is_null());
+        assert!(!off.to_prometheus().contains("splash_cluster_node_limit"));
+        assert!(off.to_html(2).contains("<td class=\"num limit\">-</td>"));
     }
 
     #[test]
