@@ -285,3 +285,69 @@ def test_a_fleet_that_cannot_be_joined_stops_the_crawl_before_its_first_request(
     assert says in result.log, result.log[-2000:]
     assert "secret" not in result.log
     assert node.stats()["requests"] == 0, "a request went out"
+
+
+def nodes_seen_by(port: int) -> list[dict[str, Any]]:
+    """One crawler's view of its nodes, from its stats page ([] before it listens)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/stats.json",
+        headers={"Authorization": "Basic " + base64.b64encode(b"scrapy:pw").decode()},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=2) as answer:
+            return json.loads(answer.read())["nodes"]
+    except OSError:
+        return []
+
+
+def test_drains_hold_for_every_crawler_of_the_fleet(splash_nodes, redis):
+    # Node c's --maxrss check is far off: it stays up, drained, all along.
+    a, b, c = splash_nodes(3, slots=3, latency=0.02, maxrss=300, maxrss_check=300)
+    prefix = new_prefix()
+    ports = [free_port(), free_port()]
+    crawls = [
+        Crawl(
+            fleet_settings(
+                [a, b, c],
+                redis,
+                prefix,
+                SPLASH_CLUSTER_STATS_PORT=port,
+                SPLASH_CLUSTER_STATS_PASSWORD="pw",
+                SPLASH_CLUSTER_NODE_MAXRSS=300,
+            ),
+            pages(500, domain=f"site{i}.com", args={"wait": 0.05}),
+        )
+        for i, port in enumerate(ports)
+    ]
+
+    def drains(index: int, idle: bool = True) -> list[list[str] | None]:
+        """Node `index`'s drain causes as each crawler sees it; with `idle`,
+        None while the crawler has renders in flight there."""
+        seen = [nodes_seen_by(port) for port in ports]
+        return [
+            n[index]["drain"] if n and (n[index]["in_flight"] == 0 or not idle) else None
+            for n in seen
+        ]
+
+    wait_for(lambda: all(len(nodes_seen_by(p)) == 3 for p in ports), "both stats pages")
+    wait_for(lambda: a.stats()["requests"] > 20, "renders on node a")
+    # An operator drains node a on the first crawler's page: both stop.
+    stats = f"http://scrapy:pw@127.0.0.1:{ports[0]}"
+    assert cli_main(["drain", "--stats", stats, a.url]) == 0
+    wait_for(lambda: drains(0) == [["operator"], ["operator"]], "node a drained for both")
+    at_drain = a.stats()["requests"]
+    # Node c passes its --maxrss: the fleet's prober drains it for both.
+    c.set_rss(400)
+    wait_for(lambda: drains(2) == [["maxrss"], ["maxrss"]], "node c drained for both")
+    at_c_drain = c.stats()["requests"]
+    wait_for(lambda: b.stats()["requests"] > at_drain + 50, "renders going on, on node b")
+    assert a.stats()["requests"] == at_drain and c.stats()["requests"] == at_c_drain
+    # Ready on the other crawler's page: both take node a again.
+    other = f"http://scrapy:pw@127.0.0.1:{ports[1]}"
+    assert cli_main(["ready", "--stats", other, a.url]) == 0
+    wait_for(lambda: drains(0, idle=False) == [[], []], "node a ready for both")
+    wait_for(lambda: a.stats()["requests"] > at_drain, "renders on node a again")
+    for crawl in crawls:
+        result = crawl.result()
+        assert_every_page(result, 500)
+    assert c.stats()["requests"] == at_c_drain

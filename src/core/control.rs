@@ -134,10 +134,35 @@ pub fn find_node<S: AsRef<NodeSpec>>(specs: &[S], name: &str) -> Result<usize, L
     })
 }
 
-/// Drains or readies the node `name` designates; its state after that.
-pub fn apply(pool: &Pool, name: &str, action: NodeAction) -> Result<NodeSnapshot, LookupError> {
-    let node = find_node(&pool.specs(), name)?;
-    pool.set_operator_drain(node, action == NodeAction::Drain);
+/// Why an operator's action was not done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlError {
+    /// The name designates no single node.
+    Lookup(LookupError),
+    /// The shared fleet could not be told (Redis away), so nothing changed.
+    Fleet(String),
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlError::Lookup(error) => error.fmt(f),
+            ControlError::Fleet(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Drains or readies the node `name` designates, for every process of a
+/// shared fleet; its state after that.
+pub async fn apply(
+    pool: &Pool,
+    name: &str,
+    action: NodeAction,
+) -> Result<NodeSnapshot, ControlError> {
+    let node = find_node(&pool.specs(), name).map_err(ControlError::Lookup)?;
+    pool.set_operator_drain_everywhere(node, action == NodeAction::Drain)
+        .await
+        .map_err(ControlError::Fleet)?;
     Ok(pool.snapshot_of(node))
 }
 

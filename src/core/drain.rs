@@ -137,6 +137,21 @@ impl Drain {
         self.update(now, |drain| drain.over_maxrss = over)
     }
 
+    /// Takes the fleet's `--maxrss` drain (what its prober found) as this
+    /// node's, in a process that does not probe.
+    pub fn follow_maxrss(
+        &mut self,
+        over: Option<RssOverLimit>,
+        now: Instant,
+    ) -> Option<DrainChange> {
+        self.update(now, |drain| drain.over_maxrss = over)
+    }
+
+    /// The `--maxrss` reading it drains for, if it does.
+    pub fn over_maxrss(&self) -> Option<RssOverLimit> {
+        self.over_maxrss
+    }
+
     fn update(&mut self, now: Instant, change: impl FnOnce(&mut Self)) -> Option<DrainChange> {
         let was = self.is_draining();
         let before = self.reason();

@@ -27,7 +27,7 @@
 //! |---|---|---|
 //! | `{p}:nodes` | HASH | node key (its URL without credentials) -> `"maxconn weight"`, the first registered value holds |
 //! | `{p}:leases:<node key>` | ZSET | one member per render in flight on the node, any process: lease id (`<process id>:<counter>`) -> expiry (ms, server clock) |
-//! | `{p}:verdicts` | HASH | node key -> `"DOWN <reason>"` for each node the fleet holds DOWN (absent: UP) |
+//! | `{p}:verdicts` | HASH | node key -> `"DOWN <reason>"` for each node the fleet holds DOWN (absent: UP); `drain:operator:<node key>` -> `"1"` for a node an operator drained, `drain:maxrss:<node key>` -> `"<peak> <limit>"` (bytes) for one the prober found past its `--maxrss` |
 //! | `{p}:processes` | ZSET | live process id -> heartbeat expiry (ms, server clock) |
 //! | `{p}:prober` | STRING | the id of the process that probes the nodes for the fleet, expiring (PX) |
 //! | `{p}:events` | channel | `release <count>` when leases are given back, `verdict <node key>` when a verdict changes |
@@ -50,11 +50,11 @@
 //! | script | does |
 //! |---|---|
 //! | `register.lua` | at connect: registers the nodes (HSETNX) and the process; returns the nodes whose registered maxconn/weight differs |
-//! | `take.lua` | among the candidates not DOWN and below maxconn counting every process's unexpired leases (expired ones purged first): untried first, then preferred, then least `(in_flight + 1) / weight`, ties round from `start`; adds the lease, expiring TTL from now |
+//! | `take.lua` | among the candidates not DOWN, not drained and below maxconn counting every process's unexpired leases (expired ones purged first): untried first, then preferred, then least `(in_flight + 1) / weight`, ties round from `start`; adds the lease, expiring TTL from now |
 //! | `release.lua` | removes a batch of leases; publishes one `release` |
 //! | `renew.lua` | purges expired leases, then renews this process's (ZADD XX: never revives one), refreshes the heartbeat, returns per node the fleet's leases and verdict, and the live processes |
 //! | `restore.lua` | re-adds this process's leases if absent (ZADD NX), after Redis lost them |
-//! | `verdict.lua` | sets or clears a node's DOWN verdict; publishes a `verdict` when it changed |
+//! | `verdict.lua` | sets or clears a node's DOWN verdict, or one of its drains; publishes a `verdict` when it changed |
 //! | `prober.lua` | takes the prober lock if free, renews it if ours |
 //!
 //! The take script scans every candidate: about 2.4 us of Redis time per
@@ -92,6 +92,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::config::mask_password;
+use super::drain::DrainCause;
 
 /// How long a connect or a command may take before it fails: short, so a
 /// crawl whose Redis went away falls back to its local balancer at once.
@@ -176,10 +177,20 @@ pub struct FleetView {
     pub in_flight: Vec<usize>,
     /// Per node, `Some(reason)` when the fleet's verdict is DOWN.
     pub down: Vec<Option<String>>,
+    /// Per node, whether an operator drained it for the fleet.
+    pub drained_by_operator: Vec<bool>,
+    /// Per node, the peak RSS over its limit (bytes) the prober found.
+    pub over_maxrss: Vec<Option<(u64, u64)>>,
     /// The ids of the live processes (this one included), sorted.
     pub processes: Vec<String>,
     /// This process's id.
     pub me: String,
+}
+
+/// A `--maxrss` drain as the fleet holds it: `"<peak> <limit>"` in bytes.
+fn parse_rss_drain(detail: &str) -> Option<(u64, u64)> {
+    let (peak, limit) = detail.split_once(' ')?;
+    Some((peak.parse().ok()?, limit.parse().ok()?))
 }
 
 /// What went wrong talking to the fleet's Redis. The URL in a message is
@@ -563,11 +574,17 @@ impl Fleet {
                 .arg(ids.len())
                 .arg(ids);
         }
-        let (in_flight, verdicts, mut processes): (Vec<usize>, Vec<Option<String>>, Vec<String>) =
-            invocation
-                .invoke_async(&mut self.manager.clone())
-                .await
-                .map_err(|e| self.command_error("renew", &e))?;
+        type Renewed = (
+            Vec<usize>,
+            Vec<Option<String>>,
+            Vec<String>,
+            Vec<Option<String>>,
+            Vec<Option<String>>,
+        );
+        let (in_flight, verdicts, mut processes, by_operator, over_maxrss): Renewed = invocation
+            .invoke_async(&mut self.manager.clone())
+            .await
+            .map_err(|e| self.command_error("renew", &e))?;
         processes.sort();
         let down = verdicts
             .into_iter()
@@ -576,6 +593,11 @@ impl Fleet {
         Ok(FleetView {
             in_flight,
             down,
+            drained_by_operator: by_operator.iter().map(Option::is_some).collect(),
+            over_maxrss: over_maxrss
+                .iter()
+                .map(|v| v.as_deref().and_then(parse_rss_drain))
+                .collect(),
             processes,
             me: self.process_id.clone(),
         })
@@ -609,6 +631,30 @@ impl Fleet {
             .arg(&self.keys.events)
             .arg(&self.nodes[node].key)
             .arg(value)
+            .arg(self.ttl_ms)
+            .invoke_async::<u8>(&mut self.manager.clone())
+            .await
+            .map_err(|e| self.command_error("verdict", &e))?;
+        Ok(())
+    }
+
+    /// Sets or clears one of a node's drains for the whole fleet
+    /// (`operator`: `Some("1")`; `maxrss`: `Some("<peak> <limit>")`), and
+    /// publishes it when it changed.
+    pub async fn set_drain(
+        &self,
+        node: usize,
+        cause: DrainCause,
+        detail: Option<&str>,
+    ) -> Result<(), FleetError> {
+        let node = self.node_index(node)?;
+        let field = format!("drain:{}:{}", cause.as_str(), self.nodes[node].key);
+        SCRIPTS
+            .verdict
+            .key(&self.keys.verdicts)
+            .arg(&self.keys.events)
+            .arg(field)
+            .arg(detail.unwrap_or(""))
             .arg(self.ttl_ms)
             .invoke_async::<u8>(&mut self.manager.clone())
             .await

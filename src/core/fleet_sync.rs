@@ -216,6 +216,7 @@ async fn keep_in_sync(
         }
         slots.set_leading(leading);
         pool.follow_fleet(&view.down, !leading);
+        pool.follow_fleet_drains(&view.drained_by_operator, &view.over_maxrss, leading);
         slots.set_view(view);
     }
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::adaptive::{AdaptiveLimit, Change, Sample};
 use super::admission::{AdmissionQueue, Tried};
 use super::config::{HealthThresholds, NodeSpec};
-use super::drain::{Drain, DrainChange};
+use super::drain::{Drain, DrainCause, DrainChange, RssOverLimit};
 use super::fleet::{FleetCandidate, LeaseId, Taken};
 use super::fleet_slots::{FleetReport, FleetSlots, SlotAccounting};
 use super::health::{Health, Phase, ProbeResult, Transition};
@@ -860,10 +860,83 @@ impl Pool {
             let limit = state.nodes[node].spec.maxrss?;
             let change = state.nodes[node].drain.on_rss(peak, limit, Instant::now());
             self.after_drain(&mut state, change.as_ref());
+            // The fleet hears of it at every reading over the limit (the
+            // write is a no-op when Redis has it already), and of the end.
+            let detail = (peak > limit).then(|| format!("{peak} {limit}"));
+            if detail.is_some() || matches!(change, Some(DrainChange::Ended(_))) {
+                self.publish_drain(node, DrainCause::MaxRss, detail);
+            }
             change
         };
         self.log_drain(node, change.as_ref());
         change
+    }
+
+    /// Tells the fleet about one of a node's drains, in the background.
+    fn publish_drain(&self, node: usize, cause: DrainCause, detail: Option<String>) {
+        let Some(fleet) = self.shared.shared_fleet() else {
+            return;
+        };
+        let fleet = Arc::clone(fleet);
+        tokio::spawn(async move {
+            if let Err(error) = fleet
+                .fleet()
+                .set_drain(node, cause, detail.as_deref())
+                .await
+            {
+                tracing::debug!(
+                    target: "scrapy_splash_cluster::fleet",
+                    "could not tell the fleet about node {node}'s drain: {error}"
+                );
+            }
+        });
+    }
+
+    /// Drains (`on`) or readies a node for every process of the fleet, then
+    /// here; `Err` when the fleet cannot be told (Redis away: a drain known
+    /// only here would be undone by the others' view when Redis returns).
+    pub async fn set_operator_drain_everywhere(&self, node: usize, on: bool) -> Result<(), String> {
+        match &self.shared.accounting {
+            SlotAccounting::Local => {}
+            SlotAccounting::Fleet(fleet) => {
+                if fleet.in_fallback() {
+                    return Err(
+                        "Redis does not answer: the fleet cannot be told; try again when it does"
+                            .to_owned(),
+                    );
+                }
+                let detail = on.then_some("1");
+                fleet
+                    .fleet()
+                    .set_drain(node, DrainCause::Operator, detail)
+                    .await
+                    .map_err(|e| format!("the fleet cannot be told ({e}); try again"))?;
+            }
+        }
+        self.set_operator_drain(node, on);
+        Ok(())
+    }
+
+    /// Takes the fleet's drains into this process's view: an operator's
+    /// both ways; the prober's `--maxrss` ones unless this process probes
+    /// (its own readings decide, and what it reads may predate its write).
+    pub fn follow_fleet_drains(
+        &self,
+        by_operator: &[bool],
+        over_maxrss: &[Option<(u64, u64)>],
+        probing: bool,
+    ) {
+        let nodes = self
+            .node_count()
+            .min(by_operator.len())
+            .min(over_maxrss.len());
+        for node in 0..nodes {
+            self.set_operator_drain(node, by_operator[node]);
+            if !probing {
+                let over = over_maxrss[node].map(|(peak, limit)| RssOverLimit { peak, limit });
+                self.change_drain(node, |drain, now| drain.follow_maxrss(over, now));
+            }
+        }
     }
 
     /// Drains a node (`on`) or makes it ready again, for an operator.

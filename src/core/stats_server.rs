@@ -26,7 +26,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::config::StatsConfig;
-use super::control::{self, parse_control_path, LookupError, NodeAction};
+use super::control::{self, parse_control_path, ControlError, LookupError, NodeAction};
 use super::report::ReportSource;
 
 /// A running stats page.
@@ -79,7 +79,7 @@ fn respond(
 }
 
 /// Answers one request to the stats page.
-pub fn handle(
+pub async fn handle(
     request: &Request<Incoming>,
     config: &StatsConfig,
     source: &ReportSource,
@@ -101,7 +101,7 @@ pub fn handle(
         return response;
     }
     if let Some((name, action)) = parse_control_path(request.uri().path()) {
-        return control(request, &name, action, source);
+        return control(request, &name, action, source).await;
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return respond(
@@ -136,7 +136,7 @@ pub fn handle(
 
 /// Answers `POST /nodes/{node}/drain|ready`: the node's state after it as
 /// JSON, 404 for a node that is not there, 409 for a name several share.
-fn control(
+async fn control(
     request: &Request<Incoming>,
     name: &str,
     action: NodeAction,
@@ -149,7 +149,7 @@ fn control(
     if let Some(refusal) = cross_site(request) {
         return respond(StatusCode::FORBIDDEN, text, refusal);
     }
-    match control::apply(source.pool(), name, action) {
+    match control::apply(source.pool(), name, action).await {
         Ok(node) => respond(
             StatusCode::OK,
             "application/json",
@@ -164,8 +164,9 @@ fn control(
         ),
         Err(error) => {
             let status = match error {
-                LookupError::Unknown { .. } => StatusCode::NOT_FOUND,
-                LookupError::Ambiguous { .. } => StatusCode::CONFLICT,
+                ControlError::Lookup(LookupError::Unknown { .. }) => StatusCode::NOT_FOUND,
+                ControlError::Lookup(LookupError::Ambiguous { .. }) => StatusCode::CONFLICT,
+                ControlError::Fleet(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             respond(status, text, format!("{error}\n"))
         }
@@ -306,8 +307,12 @@ async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |request: Request<Incoming>| {
-                let response = handle(&request, &config, &source);
-                async move { Ok::<_, std::convert::Infallible>(response) }
+                let config = config.clone();
+                let source = source.clone();
+                async move {
+                    let response = handle(&request, &config, &source).await;
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -1,7 +1,8 @@
 -- take.lua: one lease on the best candidate node with a free slot, atomically.
 --
 -- KEYS[1]      {p}:nodes     HASH node key -> "maxconn weight"
--- KEYS[2]      {p}:verdicts  HASH node key -> "DOWN <reason>" (absent: UP)
+-- KEYS[2]      {p}:verdicts  HASH node key -> "DOWN <reason>" (absent: UP);
+--              "drain:operator:<node key>", "drain:maxrss:<node key>": drained
 -- KEYS[2 + i]  {p}:leases:<candidate i's node key>
 --              ZSET lease id -> expiry (server ms)
 -- ARGV[1]      lease TTL (ms)
@@ -37,11 +38,20 @@ for i = 1, n do
 end
 local specs = redis.call('HMGET', KEYS[1], unpack(node_keys))
 local verdicts = redis.call('HMGET', KEYS[2], unpack(node_keys))
+-- A drained node starts no render, whichever process asks (two more
+-- HMGETs: the drain causes live beside the verdicts).
+local by_operator, over_maxrss = {}, {}
+for i = 1, n do
+  by_operator[i] = 'drain:operator:' .. node_keys[i]
+  over_maxrss[i] = 'drain:maxrss:' .. node_keys[i]
+end
+by_operator = redis.call('HMGET', KEYS[2], unpack(by_operator))
+over_maxrss = redis.call('HMGET', KEYS[2], unpack(over_maxrss))
 local best, best_rank, best_in_flight, best_weight = 0, 0, 0, 1
 for offset = 0, n - 1 do
   local i = (start + offset) % n + 1
   local a = 4 + 3 * (i - 1)
-  if not verdicts[i] then
+  if not verdicts[i] and not by_operator[i] and not over_maxrss[i] then
     local spec = specs[i]
     if not spec then
       spec = ARGV[a + 2]

@@ -1,9 +1,11 @@
--- verdict.lua: sets a node's verdict for the whole fleet and announces it.
+-- verdict.lua: sets a node's verdict (or one of its drains) for the whole
+-- fleet and announces it.
 --
--- KEYS[1]  {p}:verdicts  HASH node key -> "DOWN <reason>" (absent: UP)
+-- KEYS[1]  {p}:verdicts  HASH node key -> "DOWN <reason>" (absent: UP),
+--          "drain:<cause>:<node key>" -> the drain's detail (absent: none)
 -- ARGV[1]  the fleet's channel, {p}:events
--- ARGV[2]  the node's key
--- ARGV[3]  "DOWN <reason>", or "" for UP
+-- ARGV[2]  the field: the node's key, or "drain:<cause>:<node key>"
+-- ARGV[3]  "DOWN <reason>" (or the drain's detail), or "" to clear
 -- ARGV[4]  lease TTL (ms): the hash lives twice that past its last write
 -- Returns 1 when the verdict changed (then "verdict <node key>" is
 -- published), 0 when it already was so.
