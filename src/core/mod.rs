@@ -15,6 +15,7 @@ pub mod fleet_slots;
 pub mod fleet_status;
 pub mod fleet_sync;
 pub mod health;
+pub mod history;
 pub mod http;
 pub mod node;
 pub mod outcome;
