@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod budget;
+pub mod charts;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod pool;
 pub mod prober;
 pub mod report;
 pub mod retry;
+pub mod sampler;
 pub mod selection;
 pub mod stats_server;
 pub mod transport;

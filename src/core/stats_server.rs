@@ -5,11 +5,13 @@
 //! default password: without one, a random password is generated and logged
 //! once, as Scrapy's telnet console does. Credentials are compared in
 //! constant time, so response timing tells an attacker nothing about how
-//! much of a guess was right.
+//! much of a guess was right. The page's charts of the last minutes come
+//! from a history the page's own sampler keeps (`sampler.rs`), started and
+//! stopped with it.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -24,9 +26,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
+use super::charts;
 use super::config::StatsConfig;
+use super::history::{History, HistorySettings};
 use super::report::ReportSource;
+use super::sampler;
 
 /// A running stats page.
 #[derive(Debug)]
@@ -35,7 +41,13 @@ pub struct StatsServer {
     pub addr: SocketAddr,
     /// The task serving it; ends when the stop signal turns true.
     pub task: JoinHandle<()>,
+    /// The task sampling the pool for its charts; ends with it.
+    pub sampler: JoinHandle<()>,
 }
+
+/// What the page draws its charts from, shared by its sampler and its
+/// connections.
+pub type SharedHistory = Arc<Mutex<History>>;
 
 /// Whether an `Authorization` header carries exactly `user:password`.
 pub fn authorized(header: Option<&[u8]>, user: &str, password: &str) -> bool {
@@ -82,6 +94,7 @@ pub fn handle(
     request: &Request<Incoming>,
     config: &StatsConfig,
     source: &ReportSource,
+    history: &SharedHistory,
 ) -> Response<Full<Bytes>> {
     let header = request
         .headers()
@@ -107,11 +120,16 @@ pub fn handle(
         );
     }
     match request.uri().path() {
-        "/" => respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            source.report().to_html(2),
-        ),
+        "/" => {
+            // The view is copied out so that drawing holds no lock the
+            // sampler waits on.
+            let view = history.lock().unwrap_or_else(PoisonError::into_inner).view();
+            respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                source.report().to_html(2, &charts::section(&view)),
+            )
+        }
         "/stats.json" => respond(
             StatusCode::OK,
             "application/json",
@@ -151,14 +169,29 @@ pub fn start(
     } else {
         tracing::info!(target: "scrapy_splash_cluster::stats", "Splash cluster stats on http://{addr}/");
     }
+    let history = Arc::new(Mutex::new(History::new(
+        HistorySettings::DEFAULT,
+        Instant::now(),
+    )));
+    let sampler = sampler::spawn(
+        source.pool().clone(),
+        Arc::clone(&history),
+        sampler::SAMPLE_EVERY,
+        stop.clone(),
+    );
     let task = tokio::spawn(serve(
         listener,
         config,
         source,
+        history,
         stop,
         ConnectionLimits::DEFAULT,
     ));
-    Ok(StatsServer { addr, task })
+    Ok(StatsServer {
+        addr,
+        task,
+        sampler,
+    })
 }
 
 /// What one client may take of the stats page: it is served by the
@@ -197,6 +230,7 @@ async fn serve(
     listener: tokio::net::TcpListener,
     config: StatsConfig,
     source: ReportSource,
+    history: SharedHistory,
     mut stop: watch::Receiver<bool>,
     limits: ConnectionLimits,
 ) {
@@ -233,11 +267,12 @@ async fn serve(
         };
         let config = config.clone();
         let source = source.clone();
+        let history = Arc::clone(&history);
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |request: Request<Incoming>| {
-                let response = handle(&request, &config, &source);
+                let response = handle(&request, &config, &source, &history);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let connection = http1::Builder::new()
@@ -341,7 +376,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(serve(listener, config, source, stopped, limits));
+        let history = Arc::new(Mutex::new(History::new(
+            HistorySettings::DEFAULT,
+            Instant::now(),
+        )));
+        tokio::spawn(serve(listener, config, source, history, stopped, limits));
         (addr, stop)
     }
 
