@@ -240,7 +240,14 @@ struct Marks<'a> {
 }
 
 /// A card's three charts and their captions.
-fn card(class: &str, title: &str, state: Option<&str>, buckets: &[Bucket], marks: Marks<'_>, window: &str) -> String {
+fn card(
+    class: &str,
+    title: &str,
+    state: Option<&str>,
+    buckets: &[Bucket],
+    marks: Marks<'_>,
+    window: &str,
+) -> String {
     let n = buckets.len();
     let rates: Vec<Option<f64>> = buckets
         .iter()
@@ -267,7 +274,13 @@ fn card(class: &str, title: &str, state: Option<&str>, buckets: &[Bucket], marks
     let caps = seen(|b| b.maxconn);
     let peak_in_flight = in_flight.iter().flatten().fold(0.0f64, |a, b| a.max(*b));
     let top_cap = caps.iter().flatten().fold(0.0f64, |a, b| a.max(*b));
-    let now_in_flight = in_flight.iter().rev().flatten().next().copied().unwrap_or(0.0);
+    let now_in_flight = in_flight
+        .iter()
+        .rev()
+        .flatten()
+        .next()
+        .copied()
+        .unwrap_or(0.0);
     let now_cap = caps.iter().rev().flatten().next().copied().unwrap_or(0.0);
     let frame = Frame::new(n, peak_in_flight.max(top_cap).max(1.0));
     let mut body = String::new();
@@ -281,10 +294,19 @@ fn card(class: &str, title: &str, state: Option<&str>, buckets: &[Bucket], marks
         &line(&frame, &in_flight),
         &format!("stroke=\"{IN_FLIGHT}\" stroke-width=\"1.5\" stroke-linejoin=\"round\""),
     );
-    let load = chart("renders in flight against maxconn", title, window, marks, &body);
+    let load = chart(
+        "renders in flight against maxconn",
+        title,
+        window,
+        marks,
+        &body,
+    );
 
     let failures: Vec<f64> = buckets.iter().map(|b| f64::from(b.failures)).collect();
-    let timeouts: Vec<f64> = buckets.iter().map(|b| f64::from(b.render_timeouts)).collect();
+    let timeouts: Vec<f64> = buckets
+        .iter()
+        .map(|b| f64::from(b.render_timeouts))
+        .collect();
     let worst = failures
         .iter()
         .zip(&timeouts)
@@ -306,10 +328,7 @@ fn card(class: &str, title: &str, state: Option<&str>, buckets: &[Bucket], marks
     let errors = chart("504s and node failures", title, window, marks, &body);
 
     let state = state.map_or(String::new(), |s| {
-        format!(
-            " <span class=\"chart-state\">{}</span>",
-            escape_html(s)
-        )
+        format!(" <span class=\"chart-state\">{}</span>", escape_html(s))
     });
     format!(
         "<div class=\"{class}\"><h3>{title}{state}</h3>\
@@ -405,7 +424,13 @@ mod tests {
     use std::time::Duration;
     use tokio::time::Instant;
 
-    fn node(url: &str, state: &'static str, answers: u64, failures: u64, in_flight: usize) -> NodeSnapshot {
+    fn node(
+        url: &str,
+        state: &'static str,
+        answers: u64,
+        failures: u64,
+        in_flight: usize,
+    ) -> NodeSnapshot {
         NodeSnapshot {
             url: url.to_owned(),
             state,
@@ -470,7 +495,10 @@ mod tests {
             let width: f64 = root.attribute("width").unwrap().parse().unwrap();
             let height: f64 = root.attribute("height").unwrap().parse().unwrap();
             for element in doc.descendants().filter(|n| n.is_element()) {
-                assert!(element.attribute("style").is_none(), "CSP: no style attributes");
+                assert!(
+                    element.attribute("style").is_none(),
+                    "CSP: no style attributes"
+                );
                 if let Some(d) = element.attribute("d") {
                     let numbers = d
                         .split(|c: char| c.is_ascii_alphabetic() || c == ' ')
@@ -495,7 +523,12 @@ mod tests {
                         assert!((0.0..=limit).contains(value), "{axis}={value} in {d}");
                     }
                 }
-                for (attribute, limit) in [("x", width), ("y", height), ("width", width), ("height", height)] {
+                for (attribute, limit) in [
+                    ("x", width),
+                    ("y", height),
+                    ("width", width),
+                    ("height", height),
+                ] {
                     if let Some(v) = element.attribute(attribute) {
                         let v: f64 = v.parse().unwrap();
                         assert!((0.0..=limit).contains(&v), "{attribute}={v}");
@@ -513,7 +546,10 @@ mod tests {
         for svg in svgs(&html).into_iter().skip(6 + 3 + 3) {
             let doc = roxmltree::Document::parse(svg).unwrap();
             let title = doc.descendants().find(|n| n.has_tag_name("title")).unwrap();
-            assert!(title.text().unwrap().contains("<script>alert(\"&'\")</script>"));
+            assert!(title
+                .text()
+                .unwrap()
+                .contains("<script>alert(\"&'\")</script>"));
         }
     }
 
@@ -524,7 +560,9 @@ mod tests {
             let mark = format!("fill=\"{}\"><title>{state}</title>", state_colour(state));
             assert!(html.contains(&mark), "{state}");
         }
-        assert!(html.contains(&format!("fill=\"{OTHER_STATE}\"><title>MAINTENANCE</title>")));
+        assert!(html.contains(&format!(
+            "fill=\"{OTHER_STATE}\"><title>MAINTENANCE</title>"
+        )));
         // The changes into DOWN, DRAIN, MAINTENANCE and back to UP, on the
         // node's three charts and the cluster's three.
         let dashed = html.matches("stroke-dasharray=\"2 2\"").count();
@@ -545,7 +583,10 @@ mod tests {
         let frame = Frame::new(4, 10.0);
         let d = steps(&frame, &[Some(5.0), Some(5.0), None, Some(8.0)]);
         assert_eq!(d, "M0 20.5H120M180 8.8H240");
-        assert_eq!(line(&frame, &[Some(0.0), None, Some(10.0), Some(5.0)]), "M30 40M150 1L210 20.5");
+        assert_eq!(
+            line(&frame, &[Some(0.0), None, Some(10.0), Some(5.0)]),
+            "M30 40M150 1L210 20.5"
+        );
     }
 
     #[test]

@@ -287,7 +287,13 @@ impl History {
             happened.failures += delta.failures;
         }
         let bucket = self.cluster.at(index, capacity);
-        fold(bucket, since_last, happened, in_flight as usize, maxconn as usize);
+        fold(
+            bucket,
+            since_last,
+            happened,
+            in_flight as usize,
+            maxconn as usize,
+        );
         bucket.maxconn = maxconn;
         self.last_sample = Some(at);
         self.trim(at);
@@ -571,7 +577,10 @@ mod tests {
         let t0 = Instant::now();
         let mut h = History::new(SETTINGS, t0);
         h.record(t0, &[node("a", "UP", 0, 4), node("b", "UP", 0, 0)]);
-        h.record(t0 + secs(1), &[node("a", "UP", 1, 0), node("b", "UP", 2, 4)]);
+        h.record(
+            t0 + secs(1),
+            &[node("a", "UP", 1, 0), node("b", "UP", 2, 4)],
+        );
         let v = h.view();
         let c = v.cluster[3];
         // Each node peaked at 4, never at once.

@@ -123,7 +123,10 @@ pub fn handle(
         "/" => {
             // The view is copied out so that drawing holds no lock the
             // sampler waits on.
-            let view = history.lock().unwrap_or_else(PoisonError::into_inner).view();
+            let view = history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .view();
             respond(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
