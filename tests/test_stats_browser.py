@@ -185,7 +185,8 @@ def test_browser_shows_the_table_and_charts_of_a_crawl_with_a_node_killed(splash
     after = {n["url"]: n for n in seen["after"]["nodes"]}
     assert set(rows) == {a.url, b.url, c.url}
     assert rows[a.url]["state"] == before[a.url]["state"] == after[a.url]["state"] == "DOWN"
-    assert rows[a.url]["reason"].startswith("connection refused")
+    # Refused, or closed under the renders in flight: whichever came first.
+    assert "connection" in rows[a.url]["reason"], rows[a.url]["reason"]
     assert rows[b.url]["state"] == rows[c.url]["state"] == "UP"
     for url, row in rows.items():
         assert before[url]["requests"] <= row["requests"] <= after[url]["requests"]

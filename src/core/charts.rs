@@ -102,18 +102,18 @@ impl Frame {
     }
 }
 
-/// A line through the values, broken where there is none.
+/// A line through the values, broken where there is none; a value with
+/// none on either side is a dot (a zero-length segment, which a round cap
+/// draws), or a fresh node's first point would not show.
 fn line(frame: &Frame, values: &[Option<f64>]) -> String {
     let mut d = String::new();
-    let mut open = false;
     for (i, value) in values.iter().enumerate() {
-        match value {
-            Some(v) => {
-                let command = if open { 'L' } else { 'M' };
-                let _ = write!(d, "{command}{} {}", num(frame.x(i)), num(frame.y(*v)));
-                open = true;
-            }
-            None => open = false,
+        let Some(v) = value else { continue };
+        let after_gap = i == 0 || values[i - 1].is_none();
+        let x = num(frame.x(i));
+        let _ = write!(d, "{}{x} {}", if after_gap { 'M' } else { 'L' }, num(frame.y(*v)));
+        if after_gap && values.get(i + 1).is_none_or(Option::is_none) {
+            let _ = write!(d, "H{x}");
         }
     }
     d
@@ -260,7 +260,7 @@ fn card(
     path(
         &mut body,
         &line(&frame, &rates),
-        &format!("stroke=\"{RENDERS}\" stroke-width=\"1.5\" stroke-linejoin=\"round\""),
+        &format!("stroke=\"{RENDERS}\" stroke-width=\"1.5\" stroke-linejoin=\"round\" stroke-linecap=\"round\""),
     );
     let renders = chart("renders/s", title, window, marks, &body);
 
@@ -292,7 +292,7 @@ fn card(
     path(
         &mut body,
         &line(&frame, &in_flight),
-        &format!("stroke=\"{IN_FLIGHT}\" stroke-width=\"1.5\" stroke-linejoin=\"round\""),
+        &format!("stroke=\"{IN_FLIGHT}\" stroke-width=\"1.5\" stroke-linejoin=\"round\" stroke-linecap=\"round\""),
     );
     let load = chart(
         "renders in flight against maxconn",
@@ -585,7 +585,7 @@ mod tests {
         assert_eq!(d, "M0 20.5H120M180 8.8H240");
         assert_eq!(
             line(&frame, &[Some(0.0), None, Some(10.0), Some(5.0)]),
-            "M30 40M150 1L210 20.5"
+            "M30 40H30M150 1L210 20.5"
         );
     }
 
