@@ -111,7 +111,12 @@ fn line(frame: &Frame, values: &[Option<f64>]) -> String {
         let Some(v) = value else { continue };
         let after_gap = i == 0 || values[i - 1].is_none();
         let x = num(frame.x(i));
-        let _ = write!(d, "{}{x} {}", if after_gap { 'M' } else { 'L' }, num(frame.y(*v)));
+        let _ = write!(
+            d,
+            "{}{x} {}",
+            if after_gap { 'M' } else { 'L' },
+            num(frame.y(*v))
+        );
         if after_gap && values.get(i + 1).is_none_or(Option::is_none) {
             let _ = write!(d, "H{x}");
         }
@@ -419,6 +424,7 @@ pub fn section(view: &HistoryView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::history::tests::snapshot;
     use crate::core::history::{History, HistorySettings};
     use crate::core::node::{NodeCounters, NodeSnapshot};
     use std::time::Duration;
@@ -431,22 +437,13 @@ mod tests {
         failures: u64,
         in_flight: usize,
     ) -> NodeSnapshot {
-        NodeSnapshot {
-            url: url.to_owned(),
-            state,
-            reason: String::new(),
-            since: Duration::ZERO,
-            in_flight,
-            maxconn: 5,
-            weight: 1,
-            counters: NodeCounters {
-                responses: [answers, 0, 0, answers / 10],
-                render_timeouts: answers / 10,
-                failures,
-                ..NodeCounters::default()
-            },
-            last_probe: None,
-        }
+        let counters = NodeCounters {
+            responses: [answers, 0, 0, answers / 10],
+            render_timeouts: answers / 10,
+            failures,
+            ..NodeCounters::default()
+        };
+        snapshot(url, state, counters, in_flight, 5)
     }
 
     /// Ten minutes of two nodes, one with a hostile name that goes DOWN,
@@ -507,8 +504,7 @@ mod tests {
                     // Every path here is made of x y pairs and single H
                     // (x) or V (y) values: check each against its axis.
                     let mut axis = Vec::new();
-                    let mut chars = d.chars().peekable();
-                    while let Some(c) = chars.next() {
+                    for c in d.chars() {
                         match c {
                             'M' | 'L' => axis.extend(['x', 'y']),
                             'H' => axis.push('x'),

@@ -243,7 +243,7 @@ impl History {
         let mut happened = Totals::default();
         for (position, snapshot) in nodes.iter().enumerate() {
             let totals = Totals::of(&snapshot.counters);
-            let state: &str = &snapshot.state;
+            let state = snapshot.state;
             // Nodes keep their order from one snapshot to the next, so the
             // node at the same position is nearly always the one.
             let found = match self.nodes.get(position) {
@@ -421,7 +421,7 @@ pub struct HistoryView {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::node::NodeCounters;
 
@@ -431,22 +431,35 @@ mod tests {
         max_events: 3,
     };
 
-    fn node(url: &str, state: &'static str, answers: u64, in_flight: usize) -> NodeSnapshot {
+    /// A node's snapshot with these counters, for the tests of the history
+    /// and of its charts.
+    pub(crate) fn snapshot(
+        url: &str,
+        state: &'static str,
+        counters: NodeCounters,
+        in_flight: usize,
+        maxconn: usize,
+    ) -> NodeSnapshot {
         NodeSnapshot {
             url: url.to_owned(),
             state,
             reason: String::new(),
             since: Duration::ZERO,
             in_flight,
-            maxconn: 4,
+            maxconn,
             weight: 1,
-            counters: NodeCounters {
-                requests: answers,
-                responses: [answers, 0, 0, 0],
-                ..NodeCounters::default()
-            },
+            counters,
             last_probe: None,
         }
+    }
+
+    fn node(url: &str, state: &'static str, answers: u64, in_flight: usize) -> NodeSnapshot {
+        let counters = NodeCounters {
+            requests: answers,
+            responses: [answers, 0, 0, 0],
+            ..NodeCounters::default()
+        };
+        snapshot(url, state, counters, in_flight, 4)
     }
 
     fn secs(s: u64) -> Duration {

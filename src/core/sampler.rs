@@ -50,29 +50,17 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::{HealthThresholds, NodeEndpoint, NodeSpec};
     use crate::core::history::HistorySettings;
-    use crate::core::selection::LeastConn;
+    use crate::core::pool::tests::pool;
 
     #[tokio::test(start_paused = true)]
     async fn samples_every_second_and_stops_with_the_cluster() {
-        let spec = NodeSpec {
-            endpoint: NodeEndpoint::parse("url", "http://node:8050").unwrap(),
-            maxconn: 3,
-            weight: 1,
-        };
-        let thresholds = HealthThresholds {
-            fall: 1,
-            rise: 1,
-            error_limit: 1,
-        };
-        let pool = Pool::new(vec![spec], thresholds, Box::new(LeastConn::new()));
         let history = Arc::new(Mutex::new(History::new(
             HistorySettings::DEFAULT,
             Instant::now(),
         )));
         let (stop, stopped) = watch::channel(false);
-        let task = spawn(pool, Arc::clone(&history), SAMPLE_EVERY, stopped);
+        let task = spawn(pool(&[3]), Arc::clone(&history), SAMPLE_EVERY, stopped);
         // Paused time moves on as the runtime idles: 12 s of samples.
         tokio::time::sleep(Duration::from_millis(12_500)).await;
         let view = history.lock().unwrap().view();
@@ -85,21 +73,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_dropped_stop_signal_ends_it_too() {
-        let pool = Pool::new(
-            Vec::new(),
-            HealthThresholds {
-                fall: 1,
-                rise: 1,
-                error_limit: 1,
-            },
-            Box::new(LeastConn::new()),
-        );
         let history = Arc::new(Mutex::new(History::new(
             HistorySettings::DEFAULT,
             Instant::now(),
         )));
         let (stop, stopped) = watch::channel(false);
-        let task = spawn(pool, history, SAMPLE_EVERY, stopped);
+        let task = spawn(pool(&[]), history, SAMPLE_EVERY, stopped);
         drop(stop);
         task.await.unwrap();
     }

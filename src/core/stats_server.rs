@@ -341,10 +341,8 @@ mod tests {
         assert_eq!(bad_user.validate().unwrap_err().argument, "stats_user");
     }
 
-    use crate::core::config::{HealthThresholds, NodeEndpoint, NodeSpec};
-    use crate::core::pool::Pool;
+    use crate::core::pool::tests::pool;
     use crate::core::report::RequestTotals;
-    use crate::core::selection::LeastConn;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
@@ -356,18 +354,7 @@ mod tests {
 
     /// A stats page on a free loopback port with these limits.
     async fn page(limits: ConnectionLimits) -> (SocketAddr, watch::Sender<bool>) {
-        let spec = NodeSpec {
-            endpoint: NodeEndpoint::parse("url", "http://node:8050").unwrap(),
-            maxconn: 1,
-            weight: 1,
-        };
-        let thresholds = HealthThresholds {
-            fall: 1,
-            rise: 1,
-            error_limit: 1,
-        };
-        let pool = Pool::new(vec![spec], thresholds, Box::new(LeastConn::new()));
-        let source = ReportSource::new(pool, Arc::new(RequestTotals::default()));
+        let source = ReportSource::new(pool(&[1]), Arc::new(RequestTotals::default()));
         let config = StatsOptions {
             host: "127.0.0.1".into(),
             port: 0,
