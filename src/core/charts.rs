@@ -55,14 +55,27 @@ pub fn state_colour(state: &str) -> &'static str {
         .map_or(OTHER_STATE, |(_, colour)| colour)
 }
 
-/// A number for SVG: one decimal at most, no trailing `.0`.
-fn num(value: f64) -> String {
-    let rounded = (value * 10.0).round() / 10.0;
-    if rounded == rounded.trunc() {
-        format!("{rounded:.0}")
-    } else {
-        format!("{rounded:.1}")
+/// A number for SVG: one decimal at most, no trailing `.0`; written
+/// straight into the page (no string of its own: a page of 50 nodes writes
+/// some 60,000 of them).
+#[derive(Clone, Copy)]
+struct Num(f64);
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tenths = (self.0 * 10.0).round() as i64;
+        let (whole, tenth) = (tenths / 10, (tenths % 10).abs());
+        let sign = if tenths < 0 && whole == 0 { "-" } else { "" };
+        if tenth == 0 {
+            write!(f, "{sign}{whole}")
+        } else {
+            write!(f, "{sign}{whole}.{tenth}")
+        }
     }
+}
+
+fn num(value: f64) -> Num {
+    Num(value)
 }
 
 /// A scale's top: the smallest of 1, 2, 5 times a power of ten at or above
@@ -104,20 +117,22 @@ impl Frame {
 
 /// A line through the values, broken where there is none; a value with
 /// none on either side is a dot (a zero-length segment, which a round cap
-/// draws), or a fresh node's first point would not show.
+/// draws), or a fresh node's first point would not show. Points inside a
+/// level run are left out: the line through its ends is the same.
 fn line(frame: &Frame, values: &[Option<f64>]) -> String {
     let mut d = String::new();
-    for (i, value) in values.iter().enumerate() {
-        let Some(v) = value else { continue };
-        let after_gap = i == 0 || values[i - 1].is_none();
+    let y = |i: usize| values.get(i).copied().flatten().map(|v| frame.y(v));
+    for i in 0..values.len() {
+        let Some(here) = y(i) else { continue };
+        let before = i.checked_sub(1).and_then(y);
+        let after = y(i + 1);
+        if before == Some(here) && after == Some(here) {
+            continue;
+        }
         let x = num(frame.x(i));
-        let _ = write!(
-            d,
-            "{}{x} {}",
-            if after_gap { 'M' } else { 'L' },
-            num(frame.y(*v))
-        );
-        if after_gap && values.get(i + 1).is_none_or(Option::is_none) {
+        let command = if before.is_none() { 'M' } else { 'L' };
+        let _ = write!(d, "{command}{x} {}", num(here));
+        if before.is_none() && after.is_none() {
             let _ = write!(d, "H{x}");
         }
     }
@@ -583,6 +598,8 @@ mod tests {
             line(&frame, &[Some(0.0), None, Some(10.0), Some(5.0)]),
             "M30 40H30M150 1L210 20.5"
         );
+        let level = [Some(1.0), Some(1.0), Some(1.0), Some(2.0)];
+        assert_eq!(line(&frame, &level), "M30 36.1L150 36.1L210 32.2");
     }
 
     #[test]
@@ -591,9 +608,11 @@ mod tests {
             [0.0, 0.4, 1.0, 1.5, 3.0, 7.0, 12.0, 250.0].map(ceiling),
             [1.0, 1.0, 1.0, 2.0, 5.0, 10.0, 20.0, 500.0]
         );
-        assert_eq!(num(2.0), "2");
-        assert_eq!(num(2.26), "2.3");
-        assert_eq!(num(0.04), "0");
+        assert_eq!(num(2.0).to_string(), "2");
+        assert_eq!(num(2.26).to_string(), "2.3");
+        assert_eq!(num(0.04).to_string(), "0");
+        assert_eq!(num(-0.26).to_string(), "-0.3");
+        assert_eq!(num(-1.5).to_string(), "-1.5");
     }
 
     #[test]
