@@ -162,6 +162,9 @@ fn busy_history(nodes: usize) -> (History, Vec<NodeSnapshot>) {
                         ..NodeCounters::default()
                     },
                     last_probe: None,
+                    drain: Vec::new(),
+                    peak_rss: None,
+                    maxrss: None,
                 }
             })
             .collect();
@@ -185,6 +188,7 @@ fn stats_page(c: &mut Criterion) {
             totals: TotalsSnapshot::default(),
             uptime: Duration::from_secs(600),
             fleet: None,
+            dns: Vec::new(),
         };
         let page = |history: &History| report.to_html(2, &charts::section(&history.view()));
         let bare = report.to_html(2, "").len();

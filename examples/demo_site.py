@@ -9,7 +9,7 @@ browser, or Splash, sees the whole catalogue.
 
 The pages follow the convention that the mock Splash node's fetch mode
 emulates, since the mock cannot run JavaScript (see
-``scrapy_splash_cluster.testing._node.build_app_html``, the one definition of
+``scrapy_splash_cluster.testing._pages.build_app_html``, the one definition of
 the DOM the script builds). The script below must build exactly that DOM, so
 that a real Splash and the mock render these pages alike; it is ES5, which
 the QtWebKit of Splash's default engine runs. ``tests/test_demo.py`` runs the

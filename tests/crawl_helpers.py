@@ -59,7 +59,10 @@ class Crawl:
         pages: list[dict[str, Any]],
         *,
         max_open_files: int | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
+        """`prefix` goes before the crawl's command line (a wrapper that
+        runs it in its own mount namespace, say)."""
         self._tmp = tempfile.TemporaryDirectory()
         tmp = Path(self._tmp.name)
         self._out = tmp / "result.json"
@@ -70,6 +73,7 @@ class Crawl:
         pages_file = tmp / "pages.json"
         pages_file.write_text(json.dumps(pages))
         command = [
+            *prefix,
             sys.executable,
             "-m",
             "tests.crawl.run",

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 from parsel import Selector
 from scrapy_splash_cluster.testing import MockSplashNode, MockSplashServer
-from scrapy_splash_cluster.testing._node import build_app_html, emulate_page_script
+from scrapy_splash_cluster.testing._pages import build_app_html, emulate_page_script
 
 if TYPE_CHECKING:
     from scrapy_splash_cluster.testing.fixtures import SplashNodesFactory

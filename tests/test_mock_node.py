@@ -28,6 +28,9 @@ from scrapy_splash_cluster.testing import (
     start_nodes,
     stop_nodes,
 )
+from scrapy_splash_cluster.testing._capacity import ProcessorSharing
+
+from tests.crawl_helpers import wait_for
 
 if TYPE_CHECKING:
     # Not imported at run time: pytest_plugins below imports the plugin, and an
@@ -642,3 +645,245 @@ def test_argument_cache_per_process(node: MockSplashNode) -> None:
     assert missing.json()["info"] == {"expired": ["lua_source"]}
     node.restart()
     assert post_json(node, "/execute", {"load_args": {"lua_source": key}}).status == 498
+
+
+# -- capacity: renders past it share the node -----------------------------------------
+
+
+def test_processor_sharing_two_renders_on_capacity_one() -> None:
+    # Two renders of 1 s of work each on one core: both finish at 2 s, not 1.
+    cpu = ProcessorSharing(1)
+    cpu.add("a", 1.0, now=0.0)
+    cpu.add("b", 1.0, now=0.0)
+    assert cpu.speed == 0.5 and cpu.min_speed == 0.5
+    assert cpu.next_finish() == pytest.approx(2.0)
+    assert cpu.finish(1.999) == []
+    assert sorted(cpu.finish(2.0)) == ["a", "b"] and len(cpu) == 0
+    assert cpu.speed == 1.0
+
+
+def test_processor_sharing_is_recomputed_at_each_change() -> None:
+    cpu = ProcessorSharing(1)
+    cpu.add("a", 1.0, now=0.0)
+    cpu.add("b", 1.0, now=0.5)  # a has 0.5 left; both at half speed from here
+    assert cpu.left("a", 0.5) == pytest.approx(0.5)
+    assert cpu.next_finish() == pytest.approx(1.5)
+    assert cpu.finish(1.5) == ["a"]
+    assert cpu.left("b", 1.5) == pytest.approx(0.5)  # then alone, at full speed
+    assert cpu.next_finish() == pytest.approx(2.0)
+    assert cpu.finish(2.0) == ["b"]
+    # Work is conserved: one core did 2 s of work in 2 s.
+
+
+def test_processor_sharing_cut_render_speeds_the_others_up() -> None:
+    cpu = ProcessorSharing(2)
+    for key in ("a", "b", "c"):
+        cpu.add(key, 3.0, now=0.0)
+    assert cpu.speed == pytest.approx(2 / 3)
+    assert cpu.next_finish() == pytest.approx(4.5)
+    assert cpu.remove("c", 1.5) == pytest.approx(2.0)  # a timeout or a client gone
+    assert cpu.speed == 1.0  # two renders on two cores
+    assert cpu.next_finish() == pytest.approx(3.5)
+    assert sorted(cpu.finish(3.5)) == ["a", "b"]
+    assert cpu.min_speed == pytest.approx(2 / 3)
+
+
+def test_processor_sharing_unlimited_and_bad_capacity() -> None:
+    cpu = ProcessorSharing(None)
+    for i in range(50):
+        cpu.add(i, 1.0, now=0.0)
+    assert cpu.speed == 1.0 and cpu.next_finish() == pytest.approx(1.0)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="capacity must be an integer >= 1"):
+            ProcessorSharing(bad)  # type: ignore[arg-type]
+
+
+def _start_long_render(node: MockSplashNode) -> socket.socket:
+    """A render that works for 20 s unless its socket is closed; returns once
+    the node has it rendering."""
+    sock = socket.create_connection(("127.0.0.1", node.port))
+    sock.sendall(
+        b"GET /render.html?url=http://long.example/&wait=20&timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    wait_for(lambda: node.stats()["active"] == 1, "the long render to start")
+    return sock
+
+
+def _end_long_render(node: MockSplashNode, sock: socket.socket) -> None:
+    sock.close()
+    wait_for(lambda: node.stats()["in_progress"] == 0, "the long render to be cancelled")
+    stats = node.stats()
+    assert stats["cancelled"] == 1
+    assert stats["requests"] == stats["completed"] + stats["cancelled"] + stats["dropped"]
+
+
+def test_capacity_stretches_a_render_sharing_the_node(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, slots=4, capacity=1)
+    assert node.stats()["capacity"] == 1 and node.stats()["min_speed"] == 1.0
+    long_render = _start_long_render(node)
+    try:
+        # 0.3 s of work next to the long render, on one core: it runs at
+        # half speed for all of its life, so it cannot end before 0.6 s.
+        started = time.monotonic()
+        assert render(node, wait=0.3).status == 200
+        assert time.monotonic() - started >= 0.6
+        stats = node.stats()
+        assert stats["min_speed"] == 0.5 and stats["speed"] == 1.0  # the long one, alone again
+        assert stats["active"] == 1 and stats["completed"] == 1
+    finally:
+        _end_long_render(node, long_render)
+
+
+def test_capacity_beyond_the_timeout_is_a_504(splash_nodes: SplashNodesFactory) -> None:
+    # 0.5 s of work fits a 0.8 s timeout alone, not at half speed (1 s).
+    (node,) = splash_nodes(1, slots=4, capacity=1, latency=0.5)
+    assert render(node, timeout=0.8).status == 200
+    long_render = _start_long_render(node)
+    try:
+        reply = render(node, timeout=0.8)
+        assert reply.status == 504
+        assert reply.json()["type"] == "GlobalTimeoutError"
+        assert reply.json()["info"] == {"remaining": 0, "timeout": 0.8}
+        stats = node.stats()
+        assert stats["statuses"] == {"200": 1, "504": 1} and stats["active"] == 1
+    finally:
+        _end_long_render(node, long_render)
+
+
+def test_capacity_above_the_renders_changes_nothing(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, slots=4, capacity=2)
+    long_render = _start_long_render(node)
+    try:
+        assert render(node, wait=0.1).status == 200  # two renders, two cores
+        assert node.stats()["min_speed"] == 1.0
+    finally:
+        _end_long_render(node, long_render)
+
+
+def test_capacity_is_checked(splash_nodes: SplashNodesFactory) -> None:
+    with pytest.raises(ValueError, match="capacity must be an integer >= 1"):
+        splash_nodes(1, capacity=0)
+
+
+# -- --maxrss: the simulated peak RSS, the exit, the supervisor's restart -------------
+
+MB = 1024 * 1024
+
+
+def _raw_render(node: MockSplashNode, wait: float = 20.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", node.port))
+    sock.sendall(
+        f"GET /render.html?url=http://a.example/&wait={wait}&timeout=30 HTTP/1.1\r\n"
+        "Host: x\r\n\r\n".encode()
+    )
+    return sock
+
+
+def _cut_without_answer(sock: socket.socket) -> bool:
+    """True if the node closed the connection without a byte of answer."""
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.close()
+
+
+def test_simulated_rss_in_ping_and_debug(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, base_rss=200, rss_per_render=10)
+    # Splash's units: /_ping in bytes, /_debug in KB.
+    assert get(node, "/_ping").json()["maxrss"] == 200 * MB
+    assert get(node, "/_debug").json()["maxrss"] == 200 * 1024
+    for _ in range(3):
+        assert render(node).status == 200
+    assert post_json(node, "/render.html", {}).status == 400  # no render, no growth
+    assert get(node, "/_ping").json()["maxrss"] == 230 * MB
+    assert node.stats()["rss_mb"] == 230
+    assert node.set_rss(512.5) == {"rss_mb": 512.5, "maxrss": None, "exits": 0}
+    assert get(node, "/_ping").json()["maxrss"] == int(512.5 * MB)
+    assert get(node, "/_debug").json()["maxrss"] == int(512.5 * 1024)
+    with pytest.raises(MockSplashNodeError, match="mb must be a number >= 0"):
+        node.set_rss(-1)
+
+
+def test_maxrss_exit_cuts_every_render_then_the_supervisor_restarts_it(
+    splash_nodes: SplashNodesFactory,
+) -> None:
+    (node,) = splash_nodes(1, slots=1, maxrss=300, maxrss_check=0.1, restart_after=0.3)
+    script = "function main(splash, args) return 1 end"
+    saved = post_json(node, "/execute", {"lua_source": script, "save_args": "lua_source"})
+    key = saved.headers["X-Splash-Saved-Arguments"].split("=")[1]
+    in_flight, queued = _raw_render(node), None
+    try:
+        wait_for(lambda: node.stats()["active"] == 1, "a render in flight")
+        queued = _raw_render(node)
+        wait_for(lambda: node.stats()["queued"] == 1, "a render queued")
+        assert node.stats()["exits"] == 0  # 100 MB: checks pass
+        node.set_rss(301)
+        wait_for(lambda: node.stats()["exits"] == 1, "the maxrss exit")
+        assert _cut_without_answer(in_flight) and _cut_without_answer(queued)
+    finally:
+        in_flight.close()
+        if queued is not None:
+            queued.close()
+    stats = node.stats()
+    assert stats["dropped"] == 2 and stats["completed"] == 1 and stats["cancelled"] == 0
+    assert stats["requests"] == stats["completed"] + stats["cancelled"] + stats["dropped"]
+    assert [e["status"] for e in stats["log"][-2:]] == ["maxrss", "maxrss"]
+    wait_for(lambda: node.stats()["listening"], "the supervisor's restart")
+    # A new process: base RSS, an empty argument cache, checks running again.
+    assert get(node, "/_ping").json()["maxrss"] == 100 * MB
+    assert post_json(node, "/execute", {"load_args": {"lua_source": key}}).status == 498
+    assert render(node).status == 200
+    node.set_rss(1000)
+    wait_for(lambda: node.stats()["exits"] == 2, "the second life's exit")
+
+
+def test_maxrss_exit_without_a_supervisor_stays_down(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, maxrss=105, rss_per_render=2, maxrss_check=0.1)
+    assert render(node).status == 200 and render(node).status == 200  # 104 MB: under
+    assert render(node).status == 200  # 106 MB: the next check exits
+    wait_for(lambda: node.stats()["exits"] == 1, "the maxrss exit")
+    with pytest.raises(ConnectionRefusedError):
+        get(node, "/_ping")
+    stats = node.stats()
+    assert stats["alive"] is False and stats["listening"] is False
+    assert stats["completed"] == 3 and stats["dropped"] == 0
+    # Clearing the faults starts it again, as an operator would: a new process.
+    node.clear_fault()
+    assert get(node, "/_ping").json()["maxrss"] == 100 * MB
+    assert node.stats()["alive"] is True
+
+
+def test_maxrss_off_never_exits(splash_nodes: SplashNodesFactory) -> None:
+    (node,) = splash_nodes(1, maxrss_check=0.05)  # no maxrss: no check at all
+    node.set_rss(10**6)
+    assert render(node).status == 200
+    assert node.stats()["exits"] == 0 and node.stats()["maxrss"] is None
+
+
+def test_memory_options_are_checked(splash_nodes: SplashNodesFactory) -> None:
+    for kwargs, message in [
+        ({"maxrss": 0}, "maxrss must be a number > 0 or None"),
+        ({"rss_per_render": -1}, "rss_per_render must be a number >= 0"),
+        ({"base_rss": float("nan")}, "base_rss must be a number >= 0"),
+        ({"maxrss_check": 0}, "maxrss_check must be a number > 0"),
+        ({"restart_after": "1"}, "restart_after must be a number >= 0 or None"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            splash_nodes(1, **kwargs)
+
+
+def test_crash_restarts_a_new_process(node: MockSplashNode) -> None:
+    """The crash fault shares the maxrss exit's downtime: the node comes back
+    as a new process (its argument cache empty)."""
+    script = "function main(splash, args) return 1 end"
+    saved = post_json(node, "/execute", {"lua_source": script, "save_args": "lua_source"})
+    key = saved.headers["X-Splash-Saved-Arguments"].split("=")[1]
+    node.set_fault("crash", url="/poison", downtime=0.2)
+    with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
+        post_json(node, "/render.html", {"url": "http://a.example/poison"})
+    wait_for(lambda: node.stats()["listening"], "the supervisor's restart")
+    assert post_json(node, "/execute", {"load_args": {"lua_source": key}}).status == 498
+    assert node.stats()["exits"] == 0  # a crash is not a maxrss exit

@@ -60,7 +60,14 @@ class NodeConfig:
     url: str
     maxconn: int | None
     weight: int | None
-    def __new__(cls, url: str, maxconn: int | None = None, weight: int | None = None) -> Self: ...
+    maxrss: int | None
+    def __new__(
+        cls,
+        url: str,
+        maxconn: int | None = None,
+        weight: int | None = None,
+        maxrss: int | None = None,
+    ) -> Self: ...
 
 @final
 class NodeSnapshot:
@@ -68,7 +75,7 @@ class NodeSnapshot:
 
     url: str
     state: str
-    """"UP", "GOING DOWN", "DOWN" or "COMING UP"."""
+    """"UP", "GOING DOWN", "DOWN", "COMING UP" or "DRAIN"."""
     reason: str
     since: float
     in_flight: int
@@ -88,6 +95,12 @@ class NodeSnapshot:
     last_probe_detail: str | None
     last_probe_latency: float | None
     last_probe_age: float | None
+    drain: list[str]
+    """Why the node starts no new render: "operator", "maxrss", "dns"; empty if it takes renders."""
+    peak_rss: int | None
+    """The peak RSS (bytes) the node's last /_ping reported."""
+    maxrss: int | None
+    """The node's --maxrss in bytes, when given."""
 
 @final
 class Response:
@@ -115,6 +128,7 @@ class SplashCluster:
         *,
         maxconn: int = 5,
         weight: int = 1,
+        node_maxrss: int | None = None,
         retries: int = 3,
         queue_timeout: float = 60.0,
         health_interval: float = 2.0,
@@ -127,6 +141,7 @@ class SplashCluster:
         connect_timeout: float = 5.0,
         retry_budget: float = 0.2,
         poison_limit: int = 2,
+        dns_interval: float = 10.0,
         stats_port: int | None = None,
         stats_host: str = "127.0.0.1",
         stats_user: str = "scrapy",

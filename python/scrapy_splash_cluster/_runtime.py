@@ -68,8 +68,8 @@ class ClusterRuntime:
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
         logger.info(
             "Splash cluster of %d node(s): %s (maxconn %d, retries %d, probes every %.1fs)",
-            len(self._labels),
-            ", ".join(n.url for n in self.cluster.nodes()),
+            len(nodes := self.cluster.nodes()),
+            ", ".join(n.url for n in nodes),
             self.settings.maxconn,
             self.settings.retries,
             self.settings.health_interval,

@@ -93,6 +93,8 @@ class ClusterSettings:
     redis_url: str | None = field(default=None, repr=False)
     redis_key_prefix: str = "splash_cluster"
     redis_lease_ttl: float = 15.0
+    node_maxrss: int | None = None
+    dns_interval: float = 10.0
 
     @property
     def nodes_have_credentials(self) -> bool:
@@ -125,6 +127,8 @@ class ClusterSettings:
             "redis_url": self.redis_url,
             "redis_key_prefix": self.redis_key_prefix,
             "redis_lease_ttl": self.redis_lease_ttl,
+            "node_maxrss": self.node_maxrss,
+            "dns_interval": self.dns_interval,
         }
 
     @classmethod
@@ -175,7 +179,28 @@ class ClusterSettings:
                 settings.get("SPLASH_CLUSTER_REDIS_KEY_PREFIX") or "splash_cluster"
             ),
             redis_lease_ttl=_seconds(settings, "SPLASH_CLUSTER_REDIS_LEASE_TTL", 15.0),
+            dns_interval=_dns_interval(settings),
+            node_maxrss=(
+                _int(settings, "SPLASH_CLUSTER_NODE_MAXRSS", 0, 1)
+                if settings.get("SPLASH_CLUSTER_NODE_MAXRSS") is not None
+                else None
+            ),
         )
+
+
+def _dns_interval(settings: BaseSettings) -> float:
+    """Seconds between two resolutions of the nodes' names; 0: at start only."""
+    name = "SPLASH_CLUSTER_DNS_INTERVAL"
+    raw = settings.get(name, 10.0)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not (value == 0 or 0 < value < float("inf")):
+        raise _fail(
+            name, raw, "a number of seconds such as 10, or 0 to resolve names at start only"
+        )
+    return value
 
 
 def _share(settings: BaseSettings, name: str, default: float) -> float:
@@ -232,7 +257,11 @@ def _port(settings: BaseSettings, name: str) -> int | None:
 
 
 def _label(url: str) -> str:
-    """A node's name in stats: host:port, never credentials."""
+    """A node's name in stats: host:port, never credentials; a node found by
+    DNS (shown as ``url (address)``) is ``host:port (address)``."""
+    base, space, address = url.partition(" (")
+    if space:
+        return f"{_label(base)} ({address}"
     parts = urlsplit(split_credentials(url)[1])
     host = parts.hostname or url
     return f"{host}:{parts.port}" if parts.port else host
@@ -265,24 +294,34 @@ def _node(entry: Any, index: int, user: str | None, password: str | None) -> str
         _check_url(setting, url)
         return _with_credentials(url, user, password)
     if isinstance(entry, dict):
-        unknown = set(entry) - {"url", "maxconn", "weight"}
+        unknown = set(entry) - {"url", "maxconn", "weight", "maxrss"}
         if unknown or "url" not in entry:
             raise _fail(
                 setting,
                 {k: (mask_password(v) if k == "url" else v) for k, v in entry.items()},
-                'a URL or a dict with "url" and optional "maxconn" and "weight"',
+                'a URL or a dict with "url" and optional "maxconn", "weight" and "maxrss"',
             )
         url = str(entry["url"]).strip()
         _check_url(f"{setting}.url", url)
         for key in ("maxconn", "weight"):
-            if key in entry and (not isinstance(entry[key], int) or entry[key] < 1):
+            if key in entry and (not _is_int(entry[key]) or entry[key] < 1):
                 raise _fail(f"{setting}.{key}", entry[key], "an integer >= 1")
+        if "maxrss" in entry and (not _is_int(entry["maxrss"]) or entry["maxrss"] < 1):
+            raise _fail(f"{setting}.maxrss", entry["maxrss"], _MAXRSS_EXPECTED)
         return NodeConfig(
             _with_credentials(url, user, password),
             maxconn=entry.get("maxconn"),
             weight=entry.get("weight"),
+            maxrss=entry.get("maxrss"),
         )
-    raise _fail(setting, entry, 'a URL or a dict with "url", "maxconn", "weight"')
+    raise _fail(setting, entry, 'a URL or a dict with "url", "maxconn", "weight", "maxrss"')
+
+
+_MAXRSS_EXPECTED = "megabytes as Splash's --maxrss takes them, an integer >= 1 such as 3000"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_url(setting: str, url: str) -> None:

@@ -9,12 +9,21 @@ scripts and health checks can use it.
 fleet as Redis holds it instead: per node its maxconn, the renders in flight
 across every crawler and the fleet's verdict; the live crawlers and the one
 that probes. It reads, never joins, the fleet.
+
+``splash-cluster drain --stats STATS_URL NODE`` drains a node of a running
+crawl (no new renders, those in flight finish; in a shared fleet, for every
+crawler), ``splash-cluster ready --stats STATS_URL NODE`` makes it take renders
+again. STATS_URL is the crawl's stats page, ``http://user:password@host:port``
+or with the password in ``SPLASH_CLUSTER_STATS_PASSWORD``; NODE is the node's
+URL or ``host:port``. The exit code is 0 when the page did it, 1 when it
+refused (the page's message is printed), 2 when it could not be reached.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -22,7 +31,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from scrapy_splash_cluster._node_url import basic_authorization, mask_password, split_credentials
 
@@ -146,6 +155,50 @@ def _fleet_status(url: str, prefix: str, as_json: bool) -> int:
     return 1 if any(node["down"] for node in fleet["nodes"]) else 0
 
 
+def _control(stats: str, node: str, action: str, user: str) -> int:
+    """POSTs ``/nodes/{node}/{action}`` to a crawl's stats page."""
+    userinfo, bare = split_credentials(stats.rstrip("/"))
+    if userinfo is None:
+        password = os.environ.get("SPLASH_CLUSTER_STATS_PASSWORD")
+        if password is None:
+            print(
+                "splash-cluster: the stats page needs its password: give "
+                "http://user:password@host:port or set SPLASH_CLUSTER_STATS_PASSWORD",
+                file=sys.stderr,
+            )
+            return 2
+        userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    parts = urlsplit(bare)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        print(
+            f"splash-cluster: invalid stats URL {mask_password(stats)!r}; "
+            "expected http://host:port of the crawl's stats page",
+            file=sys.stderr,
+        )
+        return 2
+    request = urllib.request.Request(
+        f"{bare}/nodes/{quote(node, safe='')}/{action}",
+        method="POST",
+        data=b"",
+        headers={"Authorization": basic_authorization(userinfo)},
+    )
+    try:
+        with _OPENER.open(request, timeout=10) as answer:
+            result = json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        message = error.read().decode("utf-8", "replace").strip()
+        print(f"splash-cluster: {action} refused ({error.code}): {message}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        print(f"splash-cluster: cannot reach {mask_password(stats)}: {reason}", file=sys.stderr)
+        return 2
+    print(
+        f"{result['node']} {result['state']}: {result['reason']} ({result['in_flight']} in flight)"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="splash-cluster", description="Look at a cluster of Splash nodes."
@@ -165,7 +218,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument("--timeout", type=float, default=3.0, help="seconds per probe (3)")
+    for action, text in (
+        ("drain", "drain a node of a running crawl: no new renders, those in flight finish"),
+        ("ready", "make a drained node take renders again"),
+    ):
+        command = commands.add_parser(action, help=text)
+        command.add_argument(
+            "--stats",
+            required=True,
+            metavar="STATS_URL",
+            help="the crawl's stats page, http://user:password@host:port "
+            "(or the password in SPLASH_CLUSTER_STATS_PASSWORD)",
+        )
+        command.add_argument(
+            "--user", default="scrapy", help="the stats page's user, if not in the URL (scrapy)"
+        )
+        command.add_argument("node", metavar="NODE", help="the node's URL or host:port")
     args = parser.parse_args(argv)
+    if args.command in ("drain", "ready"):
+        return _control(args.stats, args.node, args.command, args.user)
     if args.redis:
         return _fleet_status(args.redis, args.prefix, args.json)
     if not args.urls:

@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 use crate::core::cluster::{Cluster, ClusterResponse};
 use crate::core::config::StatsOptions;
 use crate::core::config::{ClusterOptions, ConfigError};
+use crate::core::discovery;
 use crate::core::error::ClusterError as CoreError;
 use crate::core::fleet::FleetOptions;
 use crate::core::fleet_sync;
@@ -246,9 +247,9 @@ impl SplashCluster {
 impl SplashCluster {
     #[new]
     #[pyo3(signature = (
-        nodes, *, maxconn=5, weight=1, retries=3, queue_timeout=60.0, health_interval=2.0,
+        nodes, *, maxconn=5, weight=1, node_maxrss=None, retries=3, queue_timeout=60.0, health_interval=2.0,
         health_timeout=1.0, health_fast_interval=None, health_path="/_ping", fall=3, rise=2, error_limit=3,
-        connect_timeout=5.0, retry_budget=0.2, poison_limit=2, stats_port=None, stats_host="127.0.0.1",
+        connect_timeout=5.0, retry_budget=0.2, poison_limit=2, dns_interval=10.0, stats_port=None, stats_host="127.0.0.1",
         stats_user="scrapy", stats_password=None, redis_url=None,
         redis_key_prefix="splash_cluster", redis_lease_ttl=15.0,
     ))]
@@ -258,6 +259,7 @@ impl SplashCluster {
         nodes: &Bound<'_, PyAny>,
         maxconn: i64,
         weight: i64,
+        node_maxrss: Option<i64>,
         retries: i64,
         queue_timeout: f64,
         health_interval: f64,
@@ -270,6 +272,7 @@ impl SplashCluster {
         connect_timeout: f64,
         retry_budget: f64,
         poison_limit: i64,
+        dns_interval: f64,
         stats_port: Option<i64>,
         stats_host: &str,
         stats_user: &str,
@@ -295,6 +298,9 @@ impl SplashCluster {
             nodes,
             maxconn: positive_int("maxconn", maxconn)? as usize,
             weight: positive_int("weight", weight)? as u32,
+            node_maxrss: node_maxrss
+                .map(|mb| positive_int("node_maxrss", mb).map(|mb| mb as u64))
+                .transpose()?,
             retries: non_negative_int("retries", retries)?,
             queue_timeout: seconds("queue_timeout", queue_timeout)?,
             health_interval: seconds("health_interval", health_interval)?,
@@ -310,6 +316,10 @@ impl SplashCluster {
             // inf: no budget (a share of requests that is never reached).
             retry_budget: (retry_budget != f64::INFINITY).then_some(retry_budget),
             poison_limit: positive_int("poison_limit", poison_limit)? as u32,
+            // 0: the names are resolved at start only.
+            dns_interval: (dns_interval != 0.0)
+                .then(|| seconds("dns_interval", dns_interval))
+                .transpose()?,
             stats: stats_port
                 .map(|port| {
                     let port = u16::try_from(port).map_err(|_| {
@@ -328,7 +338,7 @@ impl SplashCluster {
                 })
                 .transpose()?,
         };
-        let config = options.validate().map_err(value_error)?;
+        let mut config = options.validate().map_err(value_error)?;
         let fleet = redis_url
             .map(|url| fleet_options(url, redis_key_prefix, redis_lease_ttl))
             .transpose()?;
@@ -338,6 +348,11 @@ impl SplashCluster {
             let transport = HttpTransport::new(config.connect_timeout)
                 .map_err(|e| PyRuntimeError::new_err(format!("{e:?}")))?;
             let runtime = pyo3_async_runtimes::tokio::get_runtime();
+            // Names become one node per address before anything counts
+            // nodes; a name that does not resolve stops the crawl here.
+            let names = runtime
+                .block_on(discovery::expand(&mut config.nodes))
+                .map_err(value_error)?;
             // Connected before the first request: a bad URL, a refused
             // connection or a failed AUTH stops the crawl here.
             let link = match fleet {
@@ -355,18 +370,32 @@ impl SplashCluster {
             };
             let _entered = runtime.enter();
             let policy = Box::new(LeastConn::new());
+            // A shared fleet's nodes are fixed when it is joined (its Redis
+            // keys and shares are per node): names are resolved at start.
+            let dns_interval = config.dns_interval.filter(|_| link.is_none());
+            if link.is_some() && config.dns_interval.is_some() && !names.is_empty() {
+                tracing::warn!(
+                    target: "scrapy_splash_cluster::dns",
+                    "with SPLASH_CLUSTER_REDIS_URL the nodes' names are resolved at start only: \
+                     restart the crawl to follow a changed fleet"
+                );
+            }
             let started = match link {
                 None => Cluster::start(config, transport, policy),
                 Some((link, lease_ttl)) => {
                     Cluster::start_in_fleet(config, transport, policy, link, lease_ttl)
                 }
             };
-            started.map_err(|e| {
+            let cluster = started.map_err(|e| {
                 PyOSError::new_err(format!(
                     "cannot serve the stats page ({}): {e}",
                     stats_addr.unwrap_or_default()
                 ))
-            })
+            })?;
+            if let Some(interval) = dns_interval {
+                cluster.follow_dns(names, interval);
+            }
+            Ok::<_, PyErr>(cluster)
         })?;
         Ok(Self {
             cluster: Arc::new(cluster),

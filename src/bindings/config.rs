@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 
 use crate::core::config::{mask_password, ConfigError, NodeOptions};
 
-/// One node with its own limits: `NodeConfig("http://host:8050", maxconn=3, weight=2)`.
+/// One node with its own limits: `NodeConfig("http://host:8050", maxconn=3, weight=2, maxrss=3000)`.
 #[pyclass(frozen, get_all, module = "scrapy_splash_cluster._core")]
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -17,32 +17,44 @@ pub struct NodeConfig {
     pub maxconn: Option<usize>,
     /// Share of the load; the cluster's default if None.
     pub weight: Option<u32>,
+    /// The node's `--maxrss` in MB; the cluster's default if None.
+    pub maxrss: Option<u64>,
 }
 
 #[pymethods]
 impl NodeConfig {
     #[new]
-    #[pyo3(signature = (url, maxconn=None, weight=None))]
-    fn new(url: String, maxconn: Option<i64>, weight: Option<i64>) -> PyResult<Self> {
+    #[pyo3(signature = (url, maxconn=None, weight=None, maxrss=None))]
+    fn new(
+        url: String,
+        maxconn: Option<i64>,
+        weight: Option<i64>,
+        maxrss: Option<i64>,
+    ) -> PyResult<Self> {
         let maxconn = maxconn
             .map(|v| positive_int("maxconn", v).map(|v| v as usize))
             .transpose()?;
         let weight = weight
             .map(|v| positive_int("weight", v).map(|v| v as u32))
             .transpose()?;
+        let maxrss = maxrss
+            .map(|v| positive_int("maxrss", v).map(|v| v as u64))
+            .transpose()?;
         Ok(Self {
             url,
             maxconn,
             weight,
+            maxrss,
         })
     }
 
     fn __repr__(&self) -> String {
         format!(
-            "NodeConfig({:?}, maxconn={:?}, weight={:?})",
+            "NodeConfig({:?}, maxconn={:?}, weight={:?}, maxrss={:?})",
             mask_password(&self.url),
             self.maxconn,
-            self.weight
+            self.weight,
+            self.maxrss
         )
     }
 }
@@ -53,6 +65,7 @@ impl NodeConfig {
             url: self.url.clone(),
             maxconn: self.maxconn,
             weight: self.weight,
+            maxrss: self.maxrss,
         }
     }
 }

@@ -51,6 +51,12 @@ pub struct NodeSnapshot {
     pub last_probe_latency: Option<f64>,
     /// Seconds since the last probe ended.
     pub last_probe_age: Option<f64>,
+    /// Why the node drains (`operator`, `maxrss`, `dns`); empty if it does not.
+    pub drain: Vec<String>,
+    /// The peak RSS its last probe reported, bytes.
+    pub peak_rss: Option<u64>,
+    /// Its `--maxrss` in bytes, if known.
+    pub maxrss: Option<u64>,
 }
 
 impl From<CoreSnapshot> for NodeSnapshot {
@@ -83,6 +89,9 @@ impl From<CoreSnapshot> for NodeSnapshot {
             last_probe_detail: probe.map(|p| p.detail.clone()),
             last_probe_latency: probe.map(|p| p.latency.as_secs_f64()),
             last_probe_age: probe.map(|p| p.age.as_secs_f64()),
+            drain: s.drain.iter().map(|c| (*c).to_owned()).collect(),
+            peak_rss: s.peak_rss,
+            maxrss: s.maxrss,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! on at once instead of waiting out a frozen node. The outcome table says
 //! whether to retry; the retry policy says whether a retry is left.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::admission::Tried;
 use super::budget::RetryBudget;
 use super::config::ClusterConfig;
+use super::discovery::{self, DnsName};
 use super::error::{Attempt, ClusterError};
 use super::fleet_slots::SlotAccounting;
 use super::fleet_sync::{self, FleetLink, SyncSettings};
@@ -77,6 +78,7 @@ pub struct Cluster<T: Transport> {
     totals: Arc<RequestTotals>,
     reports: ReportSource,
     stats_addr: Option<std::net::SocketAddr>,
+    probe_settings: ProbeSettings,
 }
 
 impl<T: Transport> Cluster<T> {
@@ -128,6 +130,7 @@ impl<T: Transport> Cluster<T> {
             None => None,
         };
         let mut probes = spawn_probes(&pool, &transport, &settings, &stop);
+        let probe_settings = settings;
         if let Some((link, lease_ttl)) = fleet {
             let sync = SyncSettings::new(lease_ttl, config.health_interval);
             probes.extend(fleet_sync::spawn(link, &pool, sync, &stop));
@@ -150,7 +153,30 @@ impl<T: Transport> Cluster<T> {
             totals,
             reports,
             stats_addr,
+            probe_settings,
         })
+    }
+
+    /// Follows these names in DNS every `interval` (see `discovery`): their
+    /// addresses join, drain and return as the answers change. Must run
+    /// inside the cluster's tokio runtime.
+    pub fn follow_dns(&self, names: Vec<DnsName>, interval: Duration) {
+        if names.is_empty() {
+            return;
+        }
+        let task = discovery::spawn(
+            self.pool.clone(),
+            Arc::clone(&self.transport),
+            self.probe_settings.clone(),
+            names,
+            interval,
+            self.reports.names().clone(),
+            self.stop_probes.subscribe(),
+        );
+        self.probes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
     }
 
     /// Whether the retry budget has a 504 retry left (always, without one).
@@ -482,10 +508,13 @@ mod tests {
             &self,
             node: &crate::core::config::NodeEndpoint,
             _path: &str,
-        ) -> Result<u16, TransportError> {
+        ) -> Result<crate::core::transport::ProbeAnswer, TransportError> {
             let frozen = matches!(self.scripts.lock().unwrap()[node.display()], Script::Hang);
             if self.probes_ok && !frozen {
-                Ok(200)
+                Ok(crate::core::transport::ProbeAnswer {
+                    status: 200,
+                    body: r#"{"status": "ok"}"#.into(),
+                })
             } else {
                 std::future::pending().await
             }

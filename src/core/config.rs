@@ -59,6 +59,9 @@ pub struct NodeEndpoint {
     base: Url,
     display: String,
     authorization: Option<String>,
+    /// The address to connect to, when the node is one address of a name
+    /// (DNS discovery): requests keep the name for `Host` and TLS.
+    connect_to: Option<SocketAddr>,
 }
 
 impl NodeEndpoint {
@@ -110,7 +113,30 @@ impl NodeEndpoint {
             base: url,
             display,
             authorization,
+            connect_to: None,
         })
+    }
+
+    /// Whether the host is a name (not an address), which DNS may resolve
+    /// to several nodes.
+    pub fn host_is_name(&self) -> bool {
+        matches!(self.base.host(), Some(url::Host::Domain(_)))
+    }
+
+    /// This node at one address of its name: same URL, credentials and
+    /// path, connected to `addr`, shown as `url (address)`.
+    pub fn at_address(&self, addr: IpAddr) -> Self {
+        Self {
+            base: self.base.clone(),
+            display: format!("{} ({addr})", self.display),
+            authorization: self.authorization.clone(),
+            connect_to: Some(SocketAddr::new(addr, self.port())),
+        }
+    }
+
+    /// The address it is pinned to, for a node found by DNS.
+    pub fn connect_to(&self) -> Option<SocketAddr> {
+        self.connect_to
     }
 
     /// The URL of `path` (with its query) on this node, below its base path.
@@ -121,9 +147,28 @@ impl NodeEndpoint {
     }
 
     /// The node's URL without credentials: what names the node to every
-    /// process of a fleet.
-    pub fn base_url(&self) -> &str {
-        self.base.as_str().trim_end_matches('/')
+    /// process of a fleet. A node found by DNS is named by its address
+    /// (`http://10.0.0.5:8050`), the same in every process that resolves it.
+    pub fn base_url(&self) -> String {
+        match self.connect_to {
+            None => self.base.as_str().trim_end_matches('/').to_owned(),
+            Some(addr) => {
+                let mut url = self.base.clone();
+                // Setting an IP host on an http(s) URL cannot fail.
+                let _ = url.set_ip_host(addr.ip());
+                url.as_str().trim_end_matches('/').to_owned()
+            }
+        }
+    }
+
+    /// The node's host (a name or an address), as in its URL.
+    pub fn host(&self) -> Option<&str> {
+        self.base.host_str()
+    }
+
+    /// The node's port, the scheme's default when its URL gives none.
+    pub fn port(&self) -> u16 {
+        self.base.port_or_known_default().unwrap_or(80)
     }
 
     /// The node's URL for people: the password replaced by `***`.
@@ -202,6 +247,9 @@ pub struct NodeOptions {
     pub maxconn: Option<usize>,
     /// Share of the load relative to the other nodes.
     pub weight: Option<u32>,
+    /// The node's `--maxrss`, MB as Splash's flag: drained when its peak
+    /// RSS passes it.
+    pub maxrss: Option<u64>,
 }
 
 /// A validated node: where it is and what it can take.
@@ -213,6 +261,14 @@ pub struct NodeSpec {
     pub maxconn: usize,
     /// Relative share of the load.
     pub weight: u32,
+    /// Its `--maxrss` in bytes, if known.
+    pub maxrss: Option<u64>,
+}
+
+impl AsRef<NodeSpec> for NodeSpec {
+    fn as_ref(&self) -> &NodeSpec {
+        self
+    }
 }
 
 /// Cluster-wide options as the user gives them, before validation.
@@ -224,6 +280,8 @@ pub struct ClusterOptions {
     pub maxconn: usize,
     /// Default weight per node.
     pub weight: u32,
+    /// Default `--maxrss` of the nodes, MB; None: not known.
+    pub node_maxrss: Option<u64>,
     /// Attempts after the first, for node failures and 504s.
     pub retries: u32,
     /// How long a request may wait for a free node.
@@ -250,6 +308,8 @@ pub struct ClusterOptions {
     /// Node deaths under one request's renders before it is given up as a
     /// page that kills nodes.
     pub poison_limit: u32,
+    /// Time between two resolutions of the nodes' names; None: only at start.
+    pub dns_interval: Option<Duration>,
     /// The stats page, if wanted.
     pub stats: Option<StatsOptions>,
 }
@@ -260,6 +320,7 @@ impl Default for ClusterOptions {
             nodes: Vec::new(),
             maxconn: 5,
             weight: 1,
+            node_maxrss: None,
             retries: 3,
             queue_timeout: Duration::from_secs(60),
             health_interval: Duration::from_secs(2),
@@ -272,6 +333,7 @@ impl Default for ClusterOptions {
             connect_timeout: Duration::from_secs(5),
             retry_budget: Some(0.2),
             poison_limit: 2,
+            dns_interval: Some(Duration::from_secs(10)),
             stats: None,
         }
     }
@@ -313,9 +375,15 @@ pub struct ClusterConfig {
     pub retry_budget: Option<f64>,
     /// Node deaths under one request before it fails as poisoned.
     pub poison_limit: u32,
+    /// Time between two resolutions of the nodes' names; None: only at start.
+    pub dns_interval: Option<Duration>,
     /// The stats page, if wanted.
     pub stats: Option<StatsConfig>,
 }
+
+/// The largest `--maxrss` taken, in MB (1 PB): anything above is a unit
+/// mistake (bytes given for megabytes).
+pub const MAX_MAXRSS_MB: u64 = 1 << 30;
 
 /// The largest retry budget: 100 retries per request is already no limit
 /// (no request has that many attempts), and a larger share would only
@@ -385,10 +453,22 @@ impl ClusterOptions {
             at_least_one(&format!("nodes[{i}].maxconn"), maxconn as u64)?;
             let weight = node.weight.unwrap_or(self.weight);
             at_least_one(&format!("nodes[{i}].weight"), u64::from(weight))?;
+            let maxrss = node.maxrss.or(self.node_maxrss);
+            if let Some(mb) = maxrss {
+                at_least_one(&format!("nodes[{i}].maxrss"), mb)?;
+                if mb > MAX_MAXRSS_MB {
+                    return Err(ConfigError::new(
+                        format!("nodes[{i}].maxrss"),
+                        format!("{mb}"),
+                        "megabytes as Splash's --maxrss takes them, such as 3000",
+                    ));
+                }
+            }
             nodes.push(NodeSpec {
                 endpoint,
                 maxconn,
                 weight,
+                maxrss: maxrss.map(|mb| mb * 1024 * 1024),
             });
         }
         Ok(ClusterConfig {
@@ -418,6 +498,10 @@ impl ClusterOptions {
                 other => other,
             },
             poison_limit: self.poison_limit,
+            dns_interval: match self.dns_interval {
+                Some(interval) => Some(positive_duration("dns_interval", interval)?),
+                None => None,
+            },
             stats: self.stats.map(StatsOptions::validate).transpose()?,
         })
     }

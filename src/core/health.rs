@@ -114,6 +114,16 @@ impl Health {
         }
     }
 
+    /// A node found by DNS while the crawl runs: DOWN until its probes
+    /// pass, so a replica still starting gets no render.
+    pub fn joining(now: Instant) -> Self {
+        Self {
+            state: State::Down,
+            reason: "new address in DNS, waiting for its probes".to_owned(),
+            ..Self::new(now)
+        }
+    }
+
     /// UP or DOWN.
     pub fn state(&self) -> State {
         self.state

@@ -450,6 +450,9 @@ pub(crate) mod tests {
             weight: 1,
             counters,
             last_probe: None,
+            drain: Vec::new(),
+            peak_rss: None,
+            maxrss: None,
         }
     }
 

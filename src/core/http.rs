@@ -6,8 +6,11 @@
 //! proxies from the environment (nodes are addressed directly), no response
 //! decompression (bodies reach Scrapy as the node sent them).
 
+use std::collections::HashMap;
 use std::error::Error as _;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -16,12 +19,18 @@ use reqwest::header::{
 };
 
 use super::config::NodeEndpoint;
-use super::transport::{NodeRequest, NodeResponse, Transport, TransportError};
+use super::transport::{NodeRequest, NodeResponse, ProbeAnswer, Transport, TransportError};
 
 /// The reqwest-backed transport.
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
+    connect_timeout: Duration,
+    /// One client per address of a node found by DNS. reqwest keys its
+    /// connection pool by host, and every address of a name shares the
+    /// host: one client each, told the address of the name, keeps their
+    /// connections apart while `Host` and TLS keep the name.
+    pinned: Arc<Mutex<HashMap<(String, SocketAddr), reqwest::Client>>>,
 }
 
 impl HttpTransport {
@@ -30,15 +39,44 @@ impl HttpTransport {
         // rustls needs one process-wide crypto provider; installing it twice
         // is harmless (the second call reports the first and changes nothing).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        Ok(Self {
+            client: Self::build(connect_timeout, None)?,
+            connect_timeout,
+            pinned: Arc::default(),
+        })
+    }
+
+    fn build(
+        connect_timeout: Duration,
+        pin: Option<(&str, SocketAddr)>,
+    ) -> Result<reqwest::Client, TransportError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if let Some((host, addr)) = pin {
+            builder = builder.resolve(host, addr);
+        }
+        builder
             .build()
-            .map_err(|e| TransportError::Other(format!("cannot build HTTP client: {e}")))?;
-        Ok(Self { client })
+            .map_err(|e| TransportError::Other(format!("cannot build HTTP client: {e}")))
+    }
+
+    /// The client that reaches this node.
+    fn client(&self, node: &NodeEndpoint) -> Result<reqwest::Client, TransportError> {
+        let (Some(addr), Some(host)) = (node.connect_to(), node.host()) else {
+            return Ok(self.client.clone());
+        };
+        let mut pinned = self.pinned.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (host.to_owned(), addr);
+        if let Some(client) = pinned.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = Self::build(self.connect_timeout, Some((host, addr)))?;
+        pinned.insert(key, client.clone());
+        Ok(client)
     }
 
     fn headers(node: &NodeEndpoint, request: &NodeRequest) -> Result<HeaderMap, TransportError> {
@@ -83,7 +121,7 @@ impl Transport for HttpTransport {
             .get(ACCEPT_ENCODING)
             .is_some_and(|v| v == "identity");
         let response = self
-            .client
+            .client(node)?
             .request(method, node.url_for(&request.path))
             .headers(headers)
             .body(request.body.clone())
@@ -107,8 +145,8 @@ impl Transport for HttpTransport {
         })
     }
 
-    async fn probe(&self, node: &NodeEndpoint, path: &str) -> Result<u16, TransportError> {
-        let mut request = self.client.get(node.url_for(path));
+    async fn probe(&self, node: &NodeEndpoint, path: &str) -> Result<ProbeAnswer, TransportError> {
+        let mut request = self.client(node)?.get(node.url_for(path));
         if let Some(auth) = node.authorization() {
             request = request.header(AUTHORIZATION, auth);
         }
@@ -117,10 +155,10 @@ impl Transport for HttpTransport {
             .await
             .map_err(|e| classify_reqwest_error(&e))?;
         let status = response.status().as_u16();
-        // Read the body so the connection goes back to the pool; a probe's
-        // answer is small, and a node sending more is not well.
-        read_body(response, Some(PROBE_MAX_BODY)).await?;
-        Ok(status)
+        // The whole body is read (so the connection goes back to the pool);
+        // a probe's answer is small, and a node sending more is not well.
+        let body = read_body(response, Some(PROBE_MAX_BODY)).await?;
+        Ok(ProbeAnswer { status, body })
     }
 }
 

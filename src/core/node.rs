@@ -1,12 +1,15 @@
 //! One node's live state: its load, its health and its counters, and the
 //! snapshot of it that users see.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::NodeSpec;
-use super::health::{Blame, Health};
+use super::drain::Drain;
+use super::health::{Blame, Health, Phase};
 use super::outcome::Outcome;
 
 /// Counters of what happened on one node since the cluster started.
@@ -58,9 +61,13 @@ impl NodeCounters {
     }
 }
 
-/// The mutable state of one node, kept under the pool's lock.
+/// The state of one node, kept under the pool's lock.
 #[derive(Debug)]
 pub struct NodeState {
+    /// Where it is and what it takes (shared with the leases on it).
+    pub spec: Arc<NodeSpec>,
+    /// Bumped when the node goes DOWN, so attempts in flight on it give up.
+    pub down_signal: watch::Sender<u64>,
     /// Requests in flight on the node now.
     pub in_flight: usize,
     /// Of those, requests that a node died under before (suspects of a
@@ -68,19 +75,43 @@ pub struct NodeState {
     pub suspects_in_flight: usize,
     /// UP or DOWN, and why.
     pub health: Health,
+    /// Whether it must start no new render, and why.
+    pub drain: Drain,
+    /// The peak RSS its last probe reported (Splash's `/_ping`), bytes.
+    pub peak_rss: Option<u64>,
     /// What happened so far.
     pub counters: NodeCounters,
 }
 
 impl NodeState {
     /// A fresh node, UP.
-    pub fn new(now: Instant) -> Self {
+    pub fn new(spec: NodeSpec, now: Instant) -> Self {
+        Self::with_health(spec, Health::new(now))
+    }
+
+    /// A node in this health.
+    pub fn with_health(spec: NodeSpec, health: Health) -> Self {
         Self {
+            spec: Arc::new(spec),
+            down_signal: watch::channel(0).0,
             in_flight: 0,
             suspects_in_flight: 0,
-            health: Health::new(now),
+            health,
+            drain: Drain::default(),
+            peak_rss: None,
             counters: NodeCounters::default(),
         }
+    }
+
+    /// Whether the node left DNS and has nothing in flight: no longer
+    /// shown nor probed.
+    pub fn is_forgotten(&self) -> bool {
+        self.in_flight == 0 && self.drain.has(super::drain::DrainCause::Vanished)
+    }
+
+    /// Whether new renders may start on the node: UP and not draining.
+    pub fn takes_renders(&self) -> bool {
+        self.health.is_up() && !self.drain.is_draining()
     }
 }
 
@@ -102,7 +133,7 @@ pub struct ProbeSnapshot {
 pub struct NodeSnapshot {
     /// The node's URL, password masked.
     pub url: String,
-    /// UP, GOING DOWN, DOWN or COMING UP.
+    /// UP, GOING DOWN, DOWN, COMING UP or DRAIN.
     pub state: &'static str,
     /// Why it is in its state.
     pub reason: String,
@@ -118,17 +149,43 @@ pub struct NodeSnapshot {
     pub counters: NodeCounters,
     /// The last probe.
     pub last_probe: Option<ProbeSnapshot>,
+    /// Why it drains (`operator`, `maxrss`, `dns`); empty when it does not.
+    pub drain: Vec<&'static str>,
+    /// The peak RSS its last probe reported, bytes.
+    pub peak_rss: Option<u64>,
+    /// Its `--maxrss`, bytes, if known.
+    pub maxrss: Option<u64>,
 }
 
 impl NodeSnapshot {
     /// Takes the snapshot.
-    pub fn of(spec: &NodeSpec, state: &NodeState, now: Instant) -> Self {
+    pub fn of(state: &NodeState, now: Instant) -> Self {
+        let spec = &state.spec;
         let health = &state.health;
+        let drain = &state.drain;
+        // A node that cannot be reached shows that first; a reachable one
+        // that drains shows DRAIN, with its health after the drain's reason.
+        let draining =
+            drain.is_draining() && matches!(health.phase(), Phase::Up | Phase::GoingDown);
+        let (shown, reason, since) = if draining {
+            let since = drain.since().unwrap_or_else(|| health.since());
+            let reason = format!("{} (health: {})", drain.reason(), health.reason());
+            ("DRAIN", reason, since)
+        } else if drain.is_draining() {
+            let reason = format!("{}; also {}", health.reason(), drain.reason());
+            (health.phase().as_str(), reason, health.since())
+        } else {
+            (
+                health.phase().as_str(),
+                health.reason().to_owned(),
+                health.since(),
+            )
+        };
         Self {
             url: spec.endpoint.display().to_owned(),
-            state: health.phase().as_str(),
-            reason: health.reason().to_owned(),
-            since: now.saturating_duration_since(health.since()),
+            state: shown,
+            reason,
+            since: now.saturating_duration_since(since),
             in_flight: state.in_flight,
             maxconn: spec.maxconn,
             weight: spec.weight,
@@ -139,6 +196,9 @@ impl NodeSnapshot {
                 latency: p.latency,
                 age: now.saturating_duration_since(p.at),
             }),
+            drain: drain.causes().iter().map(|c| c.as_str()).collect(),
+            peak_rss: state.peak_rss,
+            maxrss: spec.maxrss,
         }
     }
 

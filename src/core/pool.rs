@@ -19,9 +19,10 @@ use tokio::time::Instant;
 
 use super::admission::{AdmissionQueue, Tried};
 use super::config::{HealthThresholds, NodeSpec};
+use super::drain::{Drain, DrainChange};
 use super::fleet::{FleetCandidate, LeaseId, Taken};
 use super::fleet_slots::{FleetReport, FleetSlots, SlotAccounting};
-use super::health::{Phase, ProbeResult, Transition};
+use super::health::{Health, Phase, ProbeResult, Transition};
 use super::node::{NodeSnapshot, NodeState};
 use super::outcome::Outcome;
 use super::selection::{Candidate, SelectionPolicy};
@@ -63,10 +64,7 @@ struct State {
 }
 
 struct Shared {
-    specs: Vec<NodeSpec>,
     thresholds: HealthThresholds,
-    /// Bumped when a node goes DOWN, so attempts in flight on it give up.
-    down_signals: Vec<watch::Sender<u64>>,
     /// Where slots are counted: here, or across a fleet in Redis.
     accounting: SlotAccounting,
     /// Rung when a request starts waiting, for the fleet queue's server.
@@ -85,9 +83,9 @@ impl Shared {
 
     /// The renders this process may have in flight on a node: its maxconn,
     /// or in fallback its share of it.
-    fn maxconn(&self, node: usize) -> usize {
+    fn maxconn(&self, state: &State, node: usize) -> usize {
         match &self.accounting {
-            SlotAccounting::Local => self.specs[node].maxconn,
+            SlotAccounting::Local => state.nodes[node].spec.maxconn,
             SlotAccounting::Fleet(fleet) => fleet.local_maxconn(node),
         }
     }
@@ -103,6 +101,7 @@ pub struct Pool {
 pub struct Lease {
     shared: Arc<Shared>,
     node: usize,
+    spec: Arc<NodeSpec>,
     /// Subscribed when the slot was taken, under the pool's lock, so that a
     /// node marked DOWN at any moment after that is seen by the attempt.
     down: watch::Receiver<u64>,
@@ -132,7 +131,7 @@ impl Lease {
 
     /// The node.
     pub fn spec(&self) -> &NodeSpec {
-        &self.shared.specs[self.node]
+        &self.spec
     }
 
     /// Resolves when the node is marked DOWN after the lease was taken.
@@ -196,7 +195,7 @@ impl Lease {
         if self.fleet_lease.is_none()
             || !fleet.heard_recently()
             || self.handoffs >= fleet.processes().max(1)
-            || !state.nodes[node].health.is_up()
+            || !state.nodes[node].takes_renders()
         {
             return false;
         }
@@ -221,10 +220,11 @@ impl Lease {
             let next = Lease {
                 shared: Arc::clone(&self.shared),
                 node,
-                down: self.shared.down_signals[node].subscribe(),
+                spec: Arc::clone(&self.spec),
+                down: state.nodes[node].down_signal.subscribe(),
                 suspect,
                 fleet_lease: self.fleet_lease.take(),
-                life: *self.shared.down_signals[node].borrow(),
+                life: *state.nodes[node].down_signal.borrow(),
                 handoffs: self.handoffs + 1,
                 armed: true,
             };
@@ -252,16 +252,15 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 fn candidates(shared: &Shared, state: &State, tried: &Tried) -> Vec<Candidate> {
-    shared
-        .specs
+    state
+        .nodes
         .iter()
-        .zip(&state.nodes)
         .enumerate()
-        .map(|(i, (spec, node))| Candidate {
+        .map(|(i, node)| Candidate {
             in_flight: node.in_flight,
-            maxconn: shared.maxconn(i),
-            weight: spec.weight,
-            up: node.health.is_up(),
+            maxconn: shared.maxconn(state, i),
+            weight: node.spec.weight,
+            up: node.takes_renders(),
             tried: tried.contains(i),
             preferred: tried.prefers(i),
             excluded: tried.is_suspect() && node.suspects_in_flight > 0,
@@ -289,13 +288,15 @@ fn take_slot(shared: &Arc<Shared>, state: &mut State, tried: &Tried) -> Option<L
         SlotAccounting::Fleet(fleet) => Some(fleet.hold_locally(node)),
         SlotAccounting::Local => None,
     };
+    let taken = &state.nodes[node];
     Some(Lease {
         shared: Arc::clone(shared),
         node,
-        down: shared.down_signals[node].subscribe(),
+        spec: Arc::clone(&taken.spec),
+        down: taken.down_signal.subscribe(),
         suspect,
         fleet_lease,
-        life: *shared.down_signals[node].borrow(),
+        life: *taken.down_signal.borrow(),
         handoffs: 0,
         armed: true,
     })
@@ -325,13 +326,15 @@ fn lease_from_fleet(shared: &Arc<Shared>, state: &mut State, taken: Taken, tried
     if suspect {
         node.suspects_in_flight += 1;
     }
+    let node = &state.nodes[taken.node];
     Lease {
         shared: Arc::clone(shared),
         node: taken.node,
-        down: shared.down_signals[taken.node].subscribe(),
+        spec: Arc::clone(&node.spec),
+        down: node.down_signal.subscribe(),
         suspect,
         fleet_lease: Some(taken.lease),
-        life: *shared.down_signals[taken.node].borrow(),
+        life: *node.down_signal.borrow(),
         handoffs: 0,
         armed: true,
     }
@@ -363,22 +366,21 @@ fn dispatch(shared: &Arc<Shared>, state: &mut State) {
     }
 }
 
-/// Whether any node is UP and below its maxconn.
+/// Whether any node takes renders and is below its maxconn.
 fn any_free_slot(shared: &Shared, state: &State) -> bool {
-    shared
-        .specs
+    state
+        .nodes
         .iter()
-        .zip(&state.nodes)
         .enumerate()
-        .any(|(i, (_, node))| node.health.is_up() && node.in_flight < shared.maxconn(i))
+        .any(|(i, node)| node.takes_renders() && node.in_flight < shared.maxconn(state, i))
 }
 
-fn snapshots(shared: &Shared, state: &State, now: Instant) -> Vec<NodeSnapshot> {
-    shared
-        .specs
+fn snapshots(state: &State, now: Instant) -> Vec<NodeSnapshot> {
+    state
+        .nodes
         .iter()
-        .zip(&state.nodes)
-        .map(|(spec, node)| NodeSnapshot::of(spec, node, now))
+        .filter(|node| !node.is_forgotten())
+        .map(|node| NodeSnapshot::of(node, now))
         .collect()
 }
 
@@ -418,13 +420,13 @@ impl Pool {
         accounting: SlotAccounting,
     ) -> Self {
         let now = Instant::now();
-        let nodes = specs.iter().map(|_| NodeState::new(now)).collect();
-        let down_signals = specs.iter().map(|_| watch::channel(0).0).collect();
+        let nodes = specs
+            .into_iter()
+            .map(|spec| NodeState::new(spec, now))
+            .collect();
         Self {
             shared: Arc::new(Shared {
-                specs,
                 thresholds,
-                down_signals,
                 accounting,
                 queued: Notify::new(),
                 state: Mutex::new(State {
@@ -439,9 +441,23 @@ impl Pool {
         }
     }
 
-    /// The nodes as configured.
-    pub fn specs(&self) -> &[NodeSpec] {
-        &self.shared.specs
+    /// The nodes, in the order they joined.
+    pub fn specs(&self) -> Vec<Arc<NodeSpec>> {
+        lock(&self.shared.state)
+            .nodes
+            .iter()
+            .map(|n| Arc::clone(&n.spec))
+            .collect()
+    }
+
+    /// One node's spec.
+    pub fn spec(&self, node: usize) -> Arc<NodeSpec> {
+        Arc::clone(&lock(&self.shared.state).nodes[node].spec)
+    }
+
+    /// How many nodes the pool has (forgotten ones included: indices stay).
+    pub fn node_count(&self) -> usize {
+        lock(&self.shared.state).nodes.len()
     }
 
     /// A slot on the best node for a request that already tried `tried`,
@@ -545,7 +561,7 @@ impl Pool {
                     let now = Instant::now();
                     return Err(AcquireError::TimedOut {
                         waited: now.saturating_duration_since(started),
-                        nodes: snapshots(&self.shared, &state, now),
+                        nodes: snapshots(&state, now),
                     });
                 }
                 drop(state);
@@ -747,7 +763,9 @@ impl Pool {
         match transition {
             Some(Transition::WentDown(_)) => {
                 state.nodes[node].counters.downs += 1;
-                self.shared.down_signals[node].send_modify(|epoch| *epoch += 1);
+                state.nodes[node]
+                    .down_signal
+                    .send_modify(|epoch| *epoch += 1);
             }
             Some(Transition::WentUp(_)) => {
                 state.nodes[node].counters.ups += 1;
@@ -758,7 +776,11 @@ impl Pool {
     }
 
     fn log(&self, node: usize, transition: Option<&Transition>) {
-        let url = self.shared.specs[node].endpoint.display();
+        if transition.is_none() {
+            return;
+        }
+        let spec = self.spec(node);
+        let url = spec.endpoint.display();
         match transition {
             Some(Transition::WentDown(reason)) => tracing::warn!(
                 target: "scrapy_splash_cluster::health",
@@ -772,6 +794,89 @@ impl Pool {
         }
     }
 
+    /// Applies a node's peak RSS, as its last probe reported it: past its
+    /// `--maxrss` the node drains (it is about to exit), and a reading under
+    /// it after that means a new process.
+    pub fn record_rss(&self, node: usize, peak: u64) -> Option<DrainChange> {
+        let change = {
+            let mut state = lock(&self.shared.state);
+            state.nodes[node].peak_rss = Some(peak);
+            let limit = state.nodes[node].spec.maxrss?;
+            let change = state.nodes[node].drain.on_rss(peak, limit, Instant::now());
+            self.after_drain(&mut state, change.as_ref());
+            change
+        };
+        self.log_drain(node, change.as_ref());
+        change
+    }
+
+    /// Drains a node (`on`) or makes it ready again, for an operator.
+    pub fn set_operator_drain(&self, node: usize, on: bool) -> Option<DrainChange> {
+        self.change_drain(node, |drain, now| drain.set_operator(on, now))
+    }
+
+    /// Drains a node whose address left DNS (`on`), or lists it again.
+    pub fn set_vanished(&self, node: usize, on: bool) -> Option<DrainChange> {
+        self.change_drain(node, |drain, now| drain.set_vanished(on, now))
+    }
+
+    fn change_drain(
+        &self,
+        node: usize,
+        change: impl FnOnce(&mut Drain, Instant) -> Option<DrainChange>,
+    ) -> Option<DrainChange> {
+        let change = {
+            let mut state = lock(&self.shared.state);
+            let change = change(&mut state.nodes[node].drain, Instant::now());
+            self.after_drain(&mut state, change.as_ref());
+            change
+        };
+        self.log_drain(node, change.as_ref());
+        change
+    }
+
+    /// Adds a node (one DNS found while running); its index.
+    pub fn add_node(&self, spec: NodeSpec, health: Health) -> usize {
+        let mut state = lock(&self.shared.state);
+        state.nodes.push(NodeState::with_health(spec, health));
+        state.nodes.len() - 1
+    }
+
+    /// Whether the node left DNS and has nothing in flight.
+    pub fn is_forgotten(&self, node: usize) -> bool {
+        lock(&self.shared.state).nodes[node].is_forgotten()
+    }
+
+    /// One node's state now.
+    pub fn snapshot_of(&self, node: usize) -> NodeSnapshot {
+        NodeSnapshot::of(&lock(&self.shared.state).nodes[node], Instant::now())
+    }
+
+    fn after_drain(&self, state: &mut State, change: Option<&DrainChange>) {
+        if let Some(DrainChange::Ended(_)) = change {
+            dispatch(&self.shared, state);
+        }
+    }
+
+    fn log_drain(&self, node: usize, change: Option<&DrainChange>) {
+        if change.is_none() {
+            return;
+        }
+        let spec = self.spec(node);
+        let url = spec.endpoint.display();
+        match change {
+            Some(DrainChange::Started(reason)) => tracing::warn!(
+                target: "scrapy_splash_cluster::health",
+                "Splash node {url} is DRAIN (no new renders, those in flight finish): {reason}"
+            ),
+            Some(DrainChange::Ended(reason)) => tracing::info!(
+                target: "scrapy_splash_cluster::health",
+                "Splash node {url} takes renders again: {reason}"
+            ),
+            None => {}
+        }
+    }
+
     /// One node's phase, now.
     pub fn phase(&self, node: usize) -> Phase {
         lock(&self.shared.state).nodes[node].health.phase()
@@ -780,7 +885,7 @@ impl Pool {
     /// Every node, now.
     pub fn snapshot(&self) -> Vec<NodeSnapshot> {
         let state = lock(&self.shared.state);
-        snapshots(&self.shared, &state, Instant::now())
+        snapshots(&state, Instant::now())
     }
 
     /// The admission queue, now.
@@ -827,6 +932,7 @@ pub(crate) mod tests {
                 endpoint: NodeEndpoint::parse("url", &format!("http://node-{i}:8050")).unwrap(),
                 maxconn,
                 weight: 1,
+                maxrss: None,
             })
             .collect();
         Pool::new(specs, LIMITS, Box::new(LeastConn::new()))

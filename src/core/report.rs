@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::discovery::{NameReport, NamesStatus};
 use super::error::ClusterError;
 use super::fleet_slots::FleetReport;
 use super::node::NodeSnapshot;
@@ -130,6 +131,8 @@ pub struct ClusterReport {
     pub uptime: Duration,
     /// The fleet this process shares its nodes with, if any.
     pub fleet: Option<FleetReport>,
+    /// The names followed in DNS.
+    pub dns: Vec<NameReport>,
 }
 
 /// Where reports come from: the pool and the totals of one cluster.
@@ -137,6 +140,7 @@ pub struct ClusterReport {
 pub struct ReportSource {
     pool: Pool,
     totals: Arc<RequestTotals>,
+    names: NamesStatus,
     started: Instant,
 }
 
@@ -146,11 +150,17 @@ impl ReportSource {
         Self {
             pool,
             totals,
+            names: NamesStatus::default(),
             started: Instant::now(),
         }
     }
 
-    /// The pool it reports on.
+    /// The names followed in DNS, filled in by the discovery task.
+    pub fn names(&self) -> &NamesStatus {
+        &self.names
+    }
+
+    /// The pool reported on.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -163,11 +173,17 @@ impl ReportSource {
             totals: self.totals.snapshot(),
             uptime: self.started.elapsed(),
             fleet: self.pool.fleet_report(),
+            dns: self.names.report(),
         }
     }
 }
 
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// Whether the node answers: UP, on its way down, or draining.
+fn reachable(n: &NodeSnapshot) -> bool {
+    matches!(n.state, "UP" | "GOING DOWN" | "DRAIN")
+}
 
 fn node_json(n: &NodeSnapshot) -> Value {
     let c = &n.counters;
@@ -189,6 +205,9 @@ fn node_json(n: &NodeSnapshot) -> Value {
         "abandoned": c.abandoned,
         "downs": c.downs,
         "ups": c.ups,
+        "drain": n.drain,
+        "peak_rss_bytes": n.peak_rss,
+        "maxrss_bytes": n.maxrss,
         "last_probe": n.last_probe.as_ref().map(|p| json!({
             "ok": p.ok,
             "detail": p.detail,
@@ -218,6 +237,12 @@ impl ClusterReport {
                 "errors": self.totals.errors.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "retries_denied": self.totals.retries_denied,
             },
+            "dns": self.dns.iter().map(|n| json!({
+                "name": n.name,
+                "addresses": n.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "error": n.error,
+                "seconds_since_resolved": n.resolved_ago.as_secs_f64(),
+            })).collect::<Vec<_>>(),
             "fleet": self.fleet.as_ref().map(|f| json!({
                 "mode": if f.shared { "shared" } else { "fallback" },
                 "processes": f.processes,
@@ -249,8 +274,20 @@ impl ClusterReport {
         family(
             "splash_cluster_node_up",
             "gauge",
-            "Whether the node takes requests (1) or is DOWN (0).",
-            per_node(&|n| f64::from(u8::from(matches!(n.state, "UP" | "GOING DOWN")))),
+            "Whether the node is reachable (1) or DOWN (0); a draining node is up.",
+            per_node(&|n| f64::from(u8::from(reachable(n)))),
+        );
+        family(
+            "splash_cluster_node_draining",
+            "gauge",
+            "Whether the node starts no new render (1: DRAIN, by an operator, its --maxrss or DNS).",
+            per_node(&|n| f64::from(u8::from(!n.drain.is_empty()))),
+        );
+        family(
+            "splash_cluster_node_peak_rss_bytes",
+            "gauge",
+            "The peak RSS the node's last /_ping reported (NaN: none yet).",
+            per_node(&|n| n.peak_rss.map_or(f64::NAN, |b| b as f64)),
         );
         family(
             "splash_cluster_node_in_flight",
@@ -502,11 +539,7 @@ impl ClusterReport {
         }
         let t = &self.totals;
         let errors: u64 = t.errors.iter().map(|(_, v)| v).sum();
-        let up = self
-            .nodes
-            .iter()
-            .filter(|n| matches!(n.state, "UP" | "GOING DOWN"))
-            .count();
+        let up = self.nodes.iter().filter(|n| reachable(n)).count();
         format!(
             r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -529,6 +562,7 @@ tr.up .state{{background:#d9f2dd;color:#17602a}}
 tr.going-down .state{{background:#fff1c2;color:#7a5600}}
 tr.down .state{{background:#f9d4d4;color:#8a1c1c}}
 tr.coming-up .state{{background:#dbe8ff;color:#1d4b99}}
+tr.drain .state{{background:#eadcf7;color:#5b2a86}}
 .reason{{color:#666;font-size:.85em}}
 footer{{color:#888;font-size:.8em;margin-top:1rem}}
 h2{{font-size:1.1rem;margin:1.2rem 0 .3rem}}
@@ -650,6 +684,9 @@ mod tests {
                 latency: Duration::from_millis(3),
                 age: Duration::from_secs(1),
             }),
+            drain: Vec::new(),
+            peak_rss: None,
+            maxrss: None,
         };
         ClusterReport {
             nodes: vec![
@@ -679,6 +716,7 @@ mod tests {
             },
             uptime: Duration::from_secs(3700),
             fleet: None,
+            dns: Vec::new(),
         }
     }
 

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use super::charts;
 use super::config::StatsConfig;
+use super::control::{self, parse_control_path, LookupError, NodeAction};
 use super::history::{History, HistorySettings};
 use super::report::ReportSource;
 use super::sampler;
@@ -112,11 +113,14 @@ pub fn handle(
         );
         return response;
     }
+    if let Some((name, action)) = parse_control_path(request.uri().path()) {
+        return control(request, &name, action, source);
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain; charset=utf-8",
-            "GET only\n",
+            "GET only (POST is for /nodes/{node}/drain and /nodes/{node}/ready)\n",
         );
     }
     match request.uri().path() {
@@ -149,6 +153,71 @@ pub fn handle(
             "not found\n",
         ),
     }
+}
+
+/// Answers `POST /nodes/{node}/drain|ready`: the node's state after it as
+/// JSON, 404 for a node that is not there, 409 for a name several share.
+fn control(
+    request: &Request<Incoming>,
+    name: &str,
+    action: NodeAction,
+    source: &ReportSource,
+) -> Response<Full<Bytes>> {
+    let text = "text/plain; charset=utf-8";
+    if request.method() != Method::POST {
+        return respond(StatusCode::METHOD_NOT_ALLOWED, text, "POST only\n");
+    }
+    if let Some(refusal) = cross_site(request) {
+        return respond(StatusCode::FORBIDDEN, text, refusal);
+    }
+    match control::apply(source.pool(), name, action) {
+        Ok(node) => respond(
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({
+                "node": node.url,
+                "state": node.state,
+                "reason": node.reason,
+                "drain": node.drain,
+                "in_flight": node.in_flight,
+            })
+            .to_string(),
+        ),
+        Err(error) => {
+            let status = match error {
+                LookupError::Unknown { .. } => StatusCode::NOT_FOUND,
+                LookupError::Ambiguous { .. } => StatusCode::CONFLICT,
+            };
+            respond(status, text, format!("{error}\n"))
+        }
+    }
+}
+
+/// Why a control request is refused as coming from another site's page,
+/// if it does. The page uses basic auth, which a browser sends on its own
+/// with any request to the page's origin, so a form on a hostile page
+/// could drain nodes (CSRF). Browsers name the page a request comes from
+/// (`Origin`, `Sec-Fetch-Site`); curl and `splash-cluster drain` send
+/// neither.
+fn cross_site(request: &Request<Incoming>) -> Option<&'static str> {
+    let headers = request.headers();
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
+            return Some("refused: a control request from another site's page\n");
+        }
+    }
+    if let Some(origin) = headers.get(hyper::header::ORIGIN) {
+        let host = headers.get(hyper::header::HOST).map(HeaderValue::as_bytes);
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, authority)| authority.as_bytes());
+        if origin_host.is_none() || origin_host != host {
+            return Some("refused: a control request whose Origin is not this page\n");
+        }
+    }
+    None
 }
 
 /// Binds the page's address now, so that a taken port fails the cluster's

@@ -108,12 +108,21 @@ pub trait Transport: Send + Sync + 'static {
         request: &NodeRequest,
     ) -> impl Future<Output = Result<NodeResponse, TransportError>> + Send;
 
-    /// Sends a health probe (`GET path`) and returns the status.
+    /// Sends a health probe (`GET path`) and returns its answer.
     fn probe(
         &self,
         node: &NodeEndpoint,
         path: &str,
-    ) -> impl Future<Output = Result<u16, TransportError>> + Send;
+    ) -> impl Future<Output = Result<ProbeAnswer, TransportError>> + Send;
+}
+
+/// A node's answer to a health probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeAnswer {
+    /// Its HTTP status.
+    pub status: u16,
+    /// Its body (Splash's `/_ping` tells its peak RSS there), bounded.
+    pub body: bytes::Bytes,
 }
 
 impl NodeRequest {

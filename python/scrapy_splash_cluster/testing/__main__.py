@@ -2,7 +2,8 @@
 
 ``python -m scrapy_splash_cluster.testing --port 8050 [--host 127.0.0.1]
 [--control-port 0] [--slots 20] [--max-timeout 90] [--latency 0.0] [--name NAME]
-[--render-mode static|fetch]``
+[--render-mode static|fetch] [--capacity N] [--maxrss MB] [--rss-per-render MB]
+[--base-rss MB] [--maxrss-check S] [--restart-after S]``
 
 When both ports listen it prints exactly one line to stdout and flushes it::
 
@@ -57,7 +58,46 @@ def _parser() -> argparse.ArgumentParser:
         choices=RENDER_MODES,
         default="static",
         help="static: answer fixed content (default); fetch: load the url from a loopback "
-        "site and emulate its page script (see the _node module docstring)",
+        "site and emulate its page script (see the _node and _fetch module docstrings)",
+    )
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=None,
+        help="renders at full speed; beyond, all renders share the node and slow down in "
+        "proportion, as on a CPU-bound Splash (default: unlimited)",
+    )
+    parser.add_argument(
+        "--maxrss",
+        type=float,
+        default=None,
+        help="exit as Splash's --maxrss does when the simulated peak RSS is over this many MB "
+        "at a check (default: no limit)",
+    )
+    parser.add_argument(
+        "--rss-per-render",
+        type=float,
+        default=0.0,
+        help="MB the simulated peak RSS grows per render (default 0)",
+    )
+    parser.add_argument(
+        "--base-rss",
+        type=float,
+        default=100.0,
+        help="simulated peak RSS at start, MB (default 100)",
+    )
+    parser.add_argument(
+        "--maxrss-check",
+        type=float,
+        default=60.0,
+        help="seconds between --maxrss checks, the first after start (default 60, as Splash)",
+    )
+    parser.add_argument(
+        "--restart-after",
+        type=float,
+        default=None,
+        help="seconds until a node that exited on --maxrss listens again, as under a "
+        "supervisor (default: it stays down)",
     )
     parser.add_argument(
         "--parent-pid",
@@ -86,6 +126,12 @@ async def _serve(args: argparse.Namespace) -> None:
         latency=args.latency,
         bind_retry=args.bind_retry,
         render_mode=args.render_mode,
+        capacity=args.capacity,
+        maxrss=args.maxrss,
+        rss_per_render=args.rss_per_render,
+        base_rss=args.base_rss,
+        maxrss_check=args.maxrss_check,
+        restart_after=args.restart_after,
     )
     await server.start()
     if args.name is None and args.port == 0:

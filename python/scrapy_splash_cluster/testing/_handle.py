@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from ._capacity import check_capacity
+from ._memory import MaxrssOptions
 from ._node import RENDER_MODES
 
 __all__ = ["MockSplashNode", "MockSplashNodeError", "start_nodes", "stop_nodes"]
@@ -64,7 +66,12 @@ class MockSplashNode:
     picks an ephemeral port at the first start; ``restart()`` reuses it.
     ``render_mode="fetch"`` makes the node load pages from a loopback site
     instead of answering fixed content (see ``_node``'s docstring); a restart
-    keeps the mode, as it keeps the port.
+    keeps the mode, as it keeps the port. ``capacity=N`` makes a node whose
+    renders beyond N at once share it and slow down in proportion (see the
+    package docstring). ``maxrss`` (MB), ``rss_per_render``, ``base_rss``,
+    ``maxrss_check`` and ``restart_after`` make it exit as Splash's
+    ``--maxrss`` does, and come back as under a supervisor (the package
+    docstring again); :meth:`set_rss` pushes its simulated RSS on demand.
     """
 
     def __init__(
@@ -79,6 +86,12 @@ class MockSplashNode:
         control_port: int = 0,
         startup_timeout: float = 15.0,
         render_mode: str = "static",
+        capacity: int | None = None,
+        maxrss: float | None = None,
+        rss_per_render: float = 0.0,
+        base_rss: float = 100.0,
+        maxrss_check: float = 60.0,
+        restart_after: float | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
@@ -88,6 +101,7 @@ class MockSplashNode:
             raise ValueError(f"max_timeout must be > 0, got {max_timeout}")
         if render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
+        check_capacity(capacity)
         self._name = name
         self._requested_port = port
         self._port: int | None = port or None
@@ -97,6 +111,8 @@ class MockSplashNode:
         self.latency = latency
         self.max_timeout = max_timeout
         self.render_mode = render_mode
+        self.capacity = capacity
+        self.memory = MaxrssOptions(maxrss, rss_per_render, base_rss, maxrss_check, restart_after)
         self.host = host
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -183,6 +199,9 @@ class MockSplashNode:
             "--parent-pid",
             str(os.getpid()),
         ]
+        if self.capacity is not None:
+            cmd += ["--capacity", str(self.capacity)]
+        cmd += self.memory.cli_args()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         # A file, not a pipe: nobody reads stderr while the node runs.
@@ -360,6 +379,13 @@ class MockSplashNode:
     def clear_fault(self) -> None:
         """Back to normal service (re-opens the render port after ``refuse``)."""
         self.set_fault("none")
+
+    def set_rss(self, mb: float) -> dict[str, Any]:
+        """Set the node's simulated peak RSS to ``mb`` MB (``POST /rss``): the
+        next ``--maxrss`` check exits the node if that is over its limit.
+        Returns ``{"rss_mb", "maxrss", "exits"}``."""
+        result = self._control("POST", "/rss", {"mb": mb})
+        return {key: result[key] for key in ("rss_mb", "maxrss", "exits")}
 
     def stats(self) -> dict[str, Any]:
         """The node's counters (``GET /stats`` on the control port)."""
