@@ -1,9 +1,9 @@
 """The stats page in a real browser: headless Chromium loads it with
 credentials while a Scrapy crawl runs against mock nodes, one of which was
-killed and went DOWN and another of which answered 504s; the node table must
-show what the core reports, the charts of the last minutes must be there with
-the DOWN marked, and the browser must block nothing under the page's
-Content-Security-Policy.
+killed and went DOWN, another answered 504s and the third was drained through
+the page's control API; the node table must show what the core reports, the
+charts of the last minutes must be there with the DOWN and the DRAIN marked,
+and the browser must block nothing under the page's Content-Security-Policy.
 
 `STATS_SCREENSHOT=docs/stats-page.png STATS_SCREENSHOT_SECONDS=240` makes the
 picture for the README: the same events spread over four minutes of crawl, so
@@ -21,6 +21,7 @@ import urllib.request
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from parsel import Selector
@@ -43,9 +44,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def get(url: str) -> tuple[bytes, Any]:
+def get(url: str, method: str = "GET") -> tuple[bytes, Any]:
     token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Basic {token}"}, method=method
+    )
     with urllib.request.urlopen(request, timeout=5) as answer:
         return answer.read(), answer.headers
 
@@ -134,11 +137,11 @@ def test_browser_shows_the_table_and_charts_of_a_crawl_with_a_node_killed(splash
             lambda: all(n["responses"]["2xx"] > 0 for n in stats_json(page)["nodes"]),
             "every node rendering",
         )
-        hold(0.3)
+        hold(0.25)
         # Five renders of b end in 504s (the cluster redispatches them).
         b.set_fault("504", count=5)
         wait_for(lambda: node(page, b.url)["render_timeouts"] >= 5, "b's 504s")
-        hold(0.6)
+        hold(0.5)
         # a dies with renders in flight, as a crashed Splash does.
         wait_for(lambda: node(page, a.url)["in_flight"] > 0, "renders in flight on a")
         a.kill()
@@ -149,6 +152,11 @@ def test_browser_shows_the_table_and_charts_of_a_crawl_with_a_node_killed(splash
             lambda: b"<title>DOWN</title>" in get(page)[0],
             "a sample of a DOWN on the charts",
         )
+        hold(0.75)
+        # The operator takes c out: its renders finish, it gets no new one.
+        get(f"{page}nodes/{quote(c.url, safe='')}/drain", method="POST")
+        wait_for(lambda: node(page, c.url)["state"] == "DRAIN", "c DRAIN")
+        wait_for(lambda: b"<title>DRAIN</title>" in get(page)[0], "a sample of the DRAIN")
         hold(1.0)
         # The crawl must still run while the browser looks: renders slow
         # down meanwhile, so pages are left whatever the browser's pace.
@@ -165,6 +173,8 @@ def test_browser_shows_the_table_and_charts_of_a_crawl_with_a_node_killed(splash
     finally:
         for n in (b, c):
             n.set_fault("latency", latency=0.0)
+        if answers(page):
+            get(f"{page}nodes/{quote(c.url, safe='')}/ready", method="POST")
         result = crawl.result(timeout=120 + spread * 2)
     assert result.returncode == 0, result.log[-2000:]
     assert seen["dom"].returncode == 0, seen["dom"].stderr[-2000:]
@@ -186,7 +196,8 @@ def test_browser_shows_the_table_and_charts_of_a_crawl_with_a_node_killed(splash
     assert rows[a.url]["state"] == before[a.url]["state"] == after[a.url]["state"] == "DOWN"
     # Refused, or closed under the renders in flight: whichever came first.
     assert "connection" in rows[a.url]["reason"], rows[a.url]["reason"]
-    assert rows[b.url]["state"] == rows[c.url]["state"] == "UP"
+    assert rows[b.url]["state"] == "UP"
+    assert rows[c.url]["state"] == "DRAIN"
     for url, row in rows.items():
         assert before[url]["requests"] <= row["requests"] <= after[url]["requests"]
         assert row["in_flight"].endswith(f"/{before[url]['maxconn']}")
@@ -202,11 +213,14 @@ def test_browser_shows_the_table_and_charts_of_a_crawl_with_a_node_killed(splash
     down = state_colour_of(seen["html"], "DOWN")
     assert a_card.xpath(".//*[local-name()='rect'][@fill=$c]", c=down), "a's DOWN strip"
     assert a_card.xpath(".//*[local-name()='path'][@stroke=$c]", c=down), "a's change line"
+    drain = state_colour_of(seen["html"], "DRAIN")
+    c_card = card(dom, c.url)
+    assert c_card.xpath(".//*[local-name()='rect'][@fill=$c]", c=drain), "c's DRAIN strip"
+    assert c_card.xpath(".//*[local-name()='path'][@stroke=$c]", c=drain), "c's change line"
     assert int(card(dom, b.url).css("b.timeouts::text").get()) >= 5
     assert int(cards[0].css("b.timeouts::text").get()) >= 5
-    for name in (b.url, c.url):
-        # A line of renders per second, in the renders chart of each live node.
-        assert card(dom, name).css("svg.spark")[0].xpath(".//*[local-name()='path'][@d]")
+    # A line of renders per second, in the renders chart of the live node.
+    assert card(dom, b.url).css("svg.spark")[0].xpath(".//*[local-name()='path'][@d]")
     # Every chart, as the server sent it, is well-formed XML with no style
     # attribute, and the page the strict policy it had.
     charts = seen["html"].split("<svg")[1:]
