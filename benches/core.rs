@@ -1,7 +1,8 @@
-//! Micro-benchmarks of the core: the cost of one selection, and what going
+//! Micro-benchmarks of the core: the cost of one selection, what going
 //! through the cluster adds to one request compared with a direct reqwest
 //! call to the same node (a local server answering at once, so that the
-//! overhead is not hidden behind a render).
+//! overhead is not hidden behind a render), and the stats page with its
+//! charts of ten busy minutes (its size is printed once per node count).
 //!
 //! `cargo bench --bench core`; CI compiles and runs them once as tests.
 
@@ -16,9 +17,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
+use _core::core::charts;
 use _core::core::cluster::Cluster;
 use _core::core::config::{ClusterOptions, NodeOptions};
+use _core::core::history::{History, HistorySettings};
 use _core::core::http::HttpTransport;
+use _core::core::node::{NodeCounters, NodeSnapshot};
+use _core::core::pool::QueueStats;
+use _core::core::report::{ClusterReport, TotalsSnapshot};
 use _core::core::selection::{Candidate, LeastConn, SelectionPolicy};
 use _core::core::transport::NodeRequest;
 
@@ -124,5 +130,82 @@ fn request_overhead(c: &mut Criterion) {
     drop(cluster.close(true));
 }
 
-criterion_group!(benches, selection, request_overhead);
+/// Ten minutes of `nodes` busy nodes, sampled every second, drawn as near
+/// the worst case as a crawl gets: in flight changing every sample, 504s and
+/// failures in every bucket, each node through DOWN, DRAIN and back.
+fn busy_history(nodes: usize) -> (History, Vec<NodeSnapshot>) {
+    let t0 = tokio::time::Instant::now();
+    let mut history = History::new(HistorySettings::DEFAULT, t0);
+    let mut snapshots = Vec::new();
+    for s in 0..600u64 {
+        snapshots = (0..nodes)
+            .map(|i| {
+                let state = match (s + 37 * i as u64) % 600 {
+                    100..=120 => "DOWN",
+                    121..=130 => "COMING UP",
+                    300..=330 => "DRAIN",
+                    _ => "UP",
+                };
+                NodeSnapshot {
+                    url: format!("http://splash-{i}.crawl.internal:8050"),
+                    state,
+                    reason: "3 good probes in a row".into(),
+                    since: Duration::from_secs(s),
+                    in_flight: ((s * 7 + i as u64) % 6) as usize,
+                    maxconn: 5,
+                    limit: None,
+                    weight: 1,
+                    counters: NodeCounters {
+                        requests: s * 9,
+                        responses: [s * 8, 0, 0, s / 2],
+                        failures: s / 3,
+                        render_timeouts: s / 2,
+                        ..NodeCounters::default()
+                    },
+                    last_probe: None,
+                    drain: Vec::new(),
+                    peak_rss: None,
+                    maxrss: None,
+                }
+            })
+            .collect();
+        history.record(t0 + Duration::from_secs(s), &snapshots);
+    }
+    (history, snapshots)
+}
+
+fn stats_page(c: &mut Criterion) {
+    let mut group = c.benchmark_group("stats_page");
+    for nodes in [3usize, 50] {
+        let (history, snapshots) = busy_history(nodes);
+        let report = ClusterReport {
+            nodes: snapshots,
+            queue: QueueStats {
+                waiting: 0,
+                oldest_wait: Duration::ZERO,
+                waits: 0,
+                timeouts: 0,
+            },
+            totals: TotalsSnapshot::default(),
+            uptime: Duration::from_secs(600),
+            fleet: None,
+            dns: Vec::new(),
+        };
+        let page = |history: &History| report.to_html(2, &charts::section(&history.view()));
+        let bare = report.to_html(2, "").len();
+        let full = page(&history).len();
+        eprintln!(
+            "stats page, {nodes} nodes, 10 busy minutes: {full} bytes ({bare} without the charts)"
+        );
+        group.bench_with_input(BenchmarkId::new("with_charts", nodes), &history, |b, h| {
+            b.iter(|| page(std::hint::black_box(h)))
+        });
+        group.bench_with_input(BenchmarkId::new("table_only", nodes), &report, |b, r| {
+            b.iter(|| r.to_html(2, ""))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, selection, request_overhead, stats_page);
 criterion_main!(benches);

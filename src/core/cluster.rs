@@ -145,6 +145,7 @@ impl<T: Transport> Cluster<T> {
         }
         let stats_addr = stats.map(|server| {
             probes.push(server.task);
+            probes.push(server.sampler);
             server.addr
         });
         Ok(Self {

@@ -1043,7 +1043,7 @@ impl Pool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::config::NodeEndpoint;
     use crate::core::health::Blame;
@@ -1056,7 +1056,8 @@ mod tests {
         error_limit: 3,
     };
 
-    fn pool(maxconns: &[usize]) -> Pool {
+    /// A pool of nodes `http://node-I:8050` with these caps, all UP.
+    pub(crate) fn pool(maxconns: &[usize]) -> Pool {
         let specs = maxconns
             .iter()
             .enumerate()

@@ -496,8 +496,9 @@ impl ClusterReport {
     }
 
     /// The report as a self-refreshing HTML page (`/`), with no external
-    /// assets, readable at a glance on a phone or a wall screen.
-    pub fn to_html(&self, refresh_seconds: u32) -> String {
+    /// assets, readable at a glance on a phone or a wall screen; `charts`
+    /// (HTML, from `charts::section`) goes under the table.
+    pub fn to_html(&self, refresh_seconds: u32, charts: &str) -> String {
         let mut rows = String::new();
         for n in &self.nodes {
             let c = &n.counters;
@@ -575,6 +576,16 @@ tr.coming-up .state{{background:#dbe8ff;color:#1d4b99}}
 tr.drain .state{{background:#eadcf7;color:#5b2a86}}
 .reason{{color:#666;font-size:.85em}}
 footer{{color:#888;font-size:.8em;margin-top:1rem}}
+h2{{font-size:1.1rem;margin:1.2rem 0 .3rem}}
+.legend{{color:#555;font-size:.85em;margin:0 0 .5rem}}
+.key{{white-space:nowrap;margin-left:.6rem}}
+.cards{{display:grid;grid-template-columns:repeat(auto-fill,minmax(256px,1fr));gap:.5rem}}
+.card{{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.4rem .5rem}}
+.card.cluster{{border-color:#888}}
+.card h3{{font-size:.85rem;margin:0 0 .2rem;overflow-wrap:anywhere}}
+.chart-state{{font-weight:400;color:#555}}
+.caption{{font-size:.75rem;color:#555}}
+.spark{{display:block;margin-bottom:.2rem}}
 </style></head><body>
 <h1>Splash cluster</h1>
 <div class="summary">
@@ -590,7 +601,7 @@ footer{{color:#888;font-size:.8em;margin-top:1rem}}
 <thead><tr><th>node</th><th>state</th><th>in flight</th><th title=\"adaptive limit under maxconn\">limit</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>node failures</th><th>504s</th><th>retries</th><th>redispatches</th><th>DOWNs</th><th>last probe</th></tr></thead>
 <tbody>
 {rows}</tbody></table></div>
-<footer>up {uptime}; refreshes every {refresh_seconds} s; also <a href="stats.json">stats.json</a> and <a href="metrics">metrics</a></footer>
+{charts}<footer>up {uptime}; refreshes every {refresh_seconds} s; also <a href="stats.json">stats.json</a> and <a href="metrics">metrics</a></footer>
 </body></html>
 "#,
             total = self.nodes.len(),
@@ -636,7 +647,9 @@ fn escape_label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn escape_html(value: &str) -> String {
+/// Text made safe for HTML and XML, in text and in double-quoted
+/// attributes.
+pub fn escape_html(value: &str) -> String {
     value
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -731,11 +744,13 @@ mod tests {
             text.contains("splash_cluster_node_limit{node=\"http://a:8050\"} 3\n"),
             "{text}"
         );
-        assert!(r.to_html(2).contains("<td class=\"num limit\">3</td>"));
+        assert!(r.to_html(2, "").contains("<td class=\"num limit\">3</td>"));
         let off = report();
         assert!(off.to_json()["nodes"][0]["limit"].is_null());
         assert!(!off.to_prometheus().contains("splash_cluster_node_limit"));
-        assert!(off.to_html(2).contains("<td class=\"num limit\">-</td>"));
+        assert!(off
+            .to_html(2, "")
+            .contains("<td class=\"num limit\">-</td>"));
     }
 
     #[test]
@@ -756,7 +771,7 @@ mod tests {
         assert!(text.contains("splash_cluster_fleet_shared 0\n"), "{text}");
         assert!(text.contains("splash_cluster_fleet_processes 2\n"));
         assert!(text.contains("splash_cluster_node_fleet_in_flight{node=\"http://a:8050\"} 4\n"));
-        let html = r.to_html(2);
+        let html = r.to_html(2, "");
         assert!(html.contains("fallback (Redis unreachable)") && html.contains("this one probes"));
         // Alone (no fleet), none of it shows.
         assert!(report().to_json()["fleet"].is_null());
@@ -821,7 +836,7 @@ mod tests {
 
     #[test]
     fn html_shows_states_and_escapes_text() {
-        let html = report().to_html(2);
+        let html = report().to_html(2, "");
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"2\">"));
         assert!(html.contains("<tr class=\"down\">"));
         assert!(html.contains("connection refused &lt;x&gt;, for 1 min 15 s"));

@@ -5,11 +5,13 @@
 //! default password: without one, a random password is generated and logged
 //! once, as Scrapy's telnet console does. Credentials are compared in
 //! constant time, so response timing tells an attacker nothing about how
-//! much of a guess was right.
+//! much of a guess was right. The page's charts of the last minutes come
+//! from a history the page's own sampler keeps (`sampler.rs`), started and
+//! stopped with it.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -24,10 +26,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
+use super::charts;
 use super::config::StatsConfig;
 use super::control::{self, parse_control_path, ControlError, LookupError, NodeAction};
+use super::history::{History, HistorySettings};
 use super::report::ReportSource;
+use super::sampler;
 
 /// A running stats page.
 #[derive(Debug)]
@@ -36,7 +42,13 @@ pub struct StatsServer {
     pub addr: SocketAddr,
     /// The task serving it; ends when the stop signal turns true.
     pub task: JoinHandle<()>,
+    /// The task sampling the pool for its charts; ends with it.
+    pub sampler: JoinHandle<()>,
 }
+
+/// What the page draws its charts from, shared by its sampler and its
+/// connections.
+pub type SharedHistory = Arc<Mutex<History>>;
 
 /// Whether an `Authorization` header carries exactly `user:password`.
 pub fn authorized(header: Option<&[u8]>, user: &str, password: &str) -> bool {
@@ -83,6 +95,7 @@ pub async fn handle(
     request: &Request<Incoming>,
     config: &StatsConfig,
     source: &ReportSource,
+    history: &SharedHistory,
 ) -> Response<Full<Bytes>> {
     let header = request
         .headers()
@@ -111,11 +124,19 @@ pub async fn handle(
         );
     }
     match request.uri().path() {
-        "/" => respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            source.report().to_html(2),
-        ),
+        "/" => {
+            // The view is copied out so that drawing holds no lock the
+            // sampler waits on.
+            let view = history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .view();
+            respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                source.report().to_html(2, &charts::section(&view)),
+            )
+        }
         "/stats.json" => respond(
             StatusCode::OK,
             "application/json",
@@ -221,14 +242,29 @@ pub fn start(
     } else {
         tracing::info!(target: "scrapy_splash_cluster::stats", "Splash cluster stats on http://{addr}/");
     }
+    let history = Arc::new(Mutex::new(History::new(
+        HistorySettings::DEFAULT,
+        Instant::now(),
+    )));
+    let sampler = sampler::spawn(
+        source.pool().clone(),
+        Arc::clone(&history),
+        sampler::SAMPLE_EVERY,
+        stop.clone(),
+    );
     let task = tokio::spawn(serve(
         listener,
         config,
         source,
+        history,
         stop,
         ConnectionLimits::DEFAULT,
     ));
-    Ok(StatsServer { addr, task })
+    Ok(StatsServer {
+        addr,
+        task,
+        sampler,
+    })
 }
 
 /// What one client may take of the stats page: it is served by the
@@ -267,6 +303,7 @@ async fn serve(
     listener: tokio::net::TcpListener,
     config: StatsConfig,
     source: ReportSource,
+    history: SharedHistory,
     mut stop: watch::Receiver<bool>,
     limits: ConnectionLimits,
 ) {
@@ -303,14 +340,16 @@ async fn serve(
         };
         let config = config.clone();
         let source = source.clone();
+        let history = Arc::clone(&history);
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |request: Request<Incoming>| {
                 let config = config.clone();
                 let source = source.clone();
+                let history = history.clone();
                 async move {
-                    let response = handle(&request, &config, &source).await;
+                    let response = handle(&request, &config, &source, &history).await;
                     Ok::<_, std::convert::Infallible>(response)
                 }
             });
@@ -377,10 +416,8 @@ mod tests {
         assert_eq!(bad_user.validate().unwrap_err().argument, "stats_user");
     }
 
-    use crate::core::config::{HealthThresholds, NodeEndpoint, NodeSpec};
-    use crate::core::pool::Pool;
+    use crate::core::pool::tests::pool;
     use crate::core::report::RequestTotals;
-    use crate::core::selection::LeastConn;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
@@ -392,19 +429,7 @@ mod tests {
 
     /// A stats page on a free loopback port with these limits.
     async fn page(limits: ConnectionLimits) -> (SocketAddr, watch::Sender<bool>) {
-        let spec = NodeSpec {
-            endpoint: NodeEndpoint::parse("url", "http://node:8050").unwrap(),
-            maxconn: 1,
-            weight: 1,
-            maxrss: None,
-        };
-        let thresholds = HealthThresholds {
-            fall: 1,
-            rise: 1,
-            error_limit: 1,
-        };
-        let pool = Pool::new(vec![spec], thresholds, Box::new(LeastConn::new()));
-        let source = ReportSource::new(pool, Arc::new(RequestTotals::default()));
+        let source = ReportSource::new(pool(&[1]), Arc::new(RequestTotals::default()));
         let config = StatsOptions {
             host: "127.0.0.1".into(),
             port: 0,
@@ -416,7 +441,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(serve(listener, config, source, stopped, limits));
+        let history = Arc::new(Mutex::new(History::new(
+            HistorySettings::DEFAULT,
+            Instant::now(),
+        )));
+        tokio::spawn(serve(listener, config, source, history, stopped, limits));
         (addr, stop)
     }
 
