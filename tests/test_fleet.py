@@ -116,17 +116,23 @@ def test_a_crawler_killed_mid_crawl_frees_its_slots_by_ttl(splash_nodes, redis):
     assert time.monotonic() - killed_at > gone_after
 
 
-def fleet_seen_by(port: int) -> dict[str, Any] | None:
-    """The fleet as one crawler's stats page shows it (None before it listens)."""
+def stats_seen_by(port: int) -> dict[str, Any] | None:
+    """One crawler's /stats.json (None before its page listens)."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/stats.json",
         headers={"Authorization": "Basic " + base64.b64encode(b"scrapy:pw").decode()},
     )
     try:
         with urllib.request.urlopen(request, timeout=2) as answer:
-            return json.loads(answer.read())["fleet"]
+            return json.loads(answer.read())
     except OSError:
         return None
+
+
+def fleet_seen_by(port: int) -> dict[str, Any] | None:
+    """The fleet as one crawler's stats page shows it (None before it listens)."""
+    stats = stats_seen_by(port)
+    return None if stats is None else stats["fleet"]
 
 
 def test_redis_killed_mid_crawl_and_back_loses_nothing(splash_nodes, redis):
@@ -289,15 +295,8 @@ def test_a_fleet_that_cannot_be_joined_stops_the_crawl_before_its_first_request(
 
 def nodes_seen_by(port: int) -> list[dict[str, Any]]:
     """One crawler's view of its nodes, from its stats page ([] before it listens)."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/stats.json",
-        headers={"Authorization": "Basic " + base64.b64encode(b"scrapy:pw").decode()},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=2) as answer:
-            return json.loads(answer.read())["nodes"]
-    except OSError:
-        return []
+    stats = stats_seen_by(port)
+    return [] if stats is None else stats["nodes"]
 
 
 def test_drains_hold_for_every_crawler_of_the_fleet(splash_nodes, redis):
