@@ -243,16 +243,19 @@ def test_status_prints_the_fleet_as_redis_holds_it(splash_nodes, redis, capsys):
         for i in range(2)
     ]
     wait_for(lambda: len(leases(redis, prefix)) >= 6, "the fleet at work")
-    # The prober lock lives two probe intervals; on a loaded machine it can
-    # lapse between two renewals, so read until the fleet shows one.
+    # One crawler alone can hold six leases before the other has joined, and
+    # the prober lock lives two probe intervals (on a loaded machine it can
+    # lapse between two renewals): read until the fleet shows both crawlers
+    # and a prober.
     seen: dict[str, Any] = {}
 
-    def status_with_a_prober() -> bool:
+    def status_with_both_and_a_prober() -> bool:
         seen["code"] = cli_main(["status", "--redis", redis.url, "--prefix", prefix, "--json"])
         seen["fleet"] = json.loads(capsys.readouterr().out)
-        return seen["fleet"]["prober"] is not None
+        fleet = seen["fleet"]
+        return len(fleet["processes"]) == 2 and fleet["prober"] is not None
 
-    wait_for(status_with_a_prober, "a prober in the fleet's status")
+    wait_for(status_with_both_and_a_prober, "both crawlers and a prober in the fleet's status")
     code, fleet = seen["code"], seen["fleet"]
     for crawl in crawls:
         assert_every_page(crawl.result(), 60)
