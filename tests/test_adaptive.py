@@ -57,4 +57,4 @@ def test_limits_settle_near_capacity_with_far_fewer_504s_than_static(splash_node
     assert limits[0] <= 3 and 2 <= limits[1] <= 4 and limits[2] >= 6, limits
     assert f"splash_cluster/nodes/127.0.0.1:{nodes[0].port}/limit" not in static.stats
     # Every change of limit is logged at DEBUG, with its reason.
-    assert f"Splash node {nodes[0].url} limit 1 -> 2 (of maxconn 8)" in adaptive.log
+    assert f"Splash node {nodes[0].url} limit 1 -> 4 (of maxconn 8)" in adaptive.log

@@ -31,14 +31,16 @@ def redis() -> Iterator[RedisServer]:
 
 
 def fleet_settings(nodes, redis: RedisServer, prefix: str, **extra: Any) -> dict[str, Any]:
+    defaults = {
+        "SPLASH_CLUSTER_MAXCONN": 3,
+        "CONCURRENT_REQUESTS": 8,
+        "CONCURRENT_REQUESTS_PER_DOMAIN": 8,
+    }
     return settings_for(
         nodes,
-        SPLASH_CLUSTER_MAXCONN=3,
-        CONCURRENT_REQUESTS=8,
-        CONCURRENT_REQUESTS_PER_DOMAIN=8,
         SPLASH_CLUSTER_REDIS_URL=redis.url,
         SPLASH_CLUSTER_REDIS_KEY_PREFIX=prefix,
-        **extra,
+        **{**defaults, **extra},
     )
 
 
@@ -353,3 +355,42 @@ def test_drains_hold_for_every_crawler_of_the_fleet(splash_nodes, redis):
         result = crawl.result()
         assert_every_page(result, 500)
     assert c.stats()["requests"] == at_c_drain
+
+
+def test_adaptive_limits_are_the_fleets_not_each_crawlers(splash_nodes, redis):
+    # Node a accepts 8 renders but runs 1 at full speed (a CPU-bound Splash
+    # on a small host); b has room for all 8. Two crawlers share them. With
+    # a limit per crawler, a would get up to twice its limit; the fleet's
+    # limit holds for both together: a starts at 1 (slow start, fleet-wide),
+    # jumps to half its slots once one render ran alone, and only comes down.
+    a = splash_nodes(1, slots=8, latency=0.2, capacity=1)[0]
+    b = splash_nodes(1, slots=8, latency=0.2, capacity=8)[0]
+    prefix = new_prefix()
+    settings = fleet_settings(
+        [a, b],
+        redis,
+        prefix,
+        SPLASH_CLUSTER_MAXCONN=8,
+        SPLASH_CLUSTER_ADAPTIVE=True,
+        CONCURRENT_REQUESTS=16,
+        CONCURRENT_REQUESTS_PER_DOMAIN=16,
+        LOG_LEVEL="DEBUG",
+    )
+    crawls = [
+        Crawl(settings, pages(150, domain=f"site{i}.com", args={"timeout": 1.0})) for i in range(2)
+    ]
+    results = [c.result() for c in crawls]
+    for result in results:
+        assert_every_page(result, 150)
+    assert a.stats()["max_in_progress"] <= 4, a.stats()
+    # b was given more than a process's share of a's limit would allow.
+    assert b.stats()["max_in_progress"] > 4, b.stats()
+    held = redis_cli(redis, "HGET", f"{{{prefix}}}:verdicts", f"limit:{a.url}")
+    limit, best = held.split()
+    assert 1 <= int(limit) <= 3 and float(best) > 0, held
+    # One crawler decided (the fleet's prober), the other adopted.
+    decided = [r for r in results if f"Splash node {a.url} limit 1 -> 4" in r.log]
+    adopted = [r for r in results if "the fleet's limit" in r.log]
+    assert len(decided) >= 1 and adopted, [r.log[-2000:] for r in results]
+    for result in results:
+        assert result.stats[f"splash_cluster/nodes/127.0.0.1:{a.port}/limit"] <= 4

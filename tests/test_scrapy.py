@@ -402,10 +402,6 @@ def test_credentials_go_to_nodes_only(splash_nodes):
         ({"SPLASH_SLOT_POLICY": "fast"}, "invalid SPLASH_SLOT_POLICY: 'fast'"),
         ({"SPLASH_CLUSTER_QUEUE_TIMEOUT": -1}, "invalid SPLASH_CLUSTER_QUEUE_TIMEOUT: -1"),
         ({"SPLASH_CLUSTER_ADAPTIVE": "maybe"}, "invalid SPLASH_CLUSTER_ADAPTIVE: 'maybe'"),
-        (
-            {"SPLASH_CLUSTER_ADAPTIVE": True, "SPLASH_CLUSTER_REDIS_URL": "redis://127.0.0.1:1"},
-            "invalid SPLASH_CLUSTER_ADAPTIVE: True; expected False with SPLASH_CLUSTER_REDIS_URL",
-        ),
     ],
 )
 def test_bad_settings_stop_the_crawl_before_any_request(splash_nodes, settings, message):

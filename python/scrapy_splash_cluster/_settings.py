@@ -152,13 +152,6 @@ class ClusterSettings:
         labels = [_label(n.url if isinstance(n, NodeConfig) else n) for n in nodes]
         adaptive = _bool(settings, "SPLASH_CLUSTER_ADAPTIVE", ADAPTIVE_DEFAULT)
         redis_url = _redis_url(settings)
-        if adaptive and redis_url is not None:
-            raise _fail(
-                "SPLASH_CLUSTER_ADAPTIVE",
-                adaptive,
-                "False with SPLASH_CLUSTER_REDIS_URL (adaptive limits are not shared across "
-                "a fleet yet)",
-            )
         return cls(
             nodes=nodes,
             maxconn=maxconn,

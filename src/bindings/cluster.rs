@@ -341,14 +341,6 @@ impl SplashCluster {
                 .transpose()?,
         };
         let mut config = options.validate().map_err(value_error)?;
-        if config.adaptive && redis_url.is_some() {
-            // The fleet's take script caps nodes at maxconn only: a limit
-            // kept in this process would not hold for the others.
-            return Err(PyValueError::new_err(
-                "invalid adaptive: True with redis_url; adaptive limits are not shared across \
-                 a fleet yet, so use one or the other",
-            ));
-        }
         let fleet = redis_url
             .map(|url| fleet_options(url, redis_key_prefix, redis_lease_ttl))
             .transpose()?;
@@ -369,7 +361,7 @@ impl SplashCluster {
                 Some(options) => {
                     let lease_ttl = options.lease_ttl;
                     let link = runtime
-                        .block_on(fleet_sync::connect(options, &config.nodes))
+                        .block_on(fleet_sync::connect(options, &config.nodes, config.adaptive))
                         .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
                     for warning in &link.warnings {
                         tracing::warn!(target: "scrapy_splash_cluster::fleet", "{warning}");

@@ -324,15 +324,17 @@ async fn one_504_among_good_renders_moves_nothing_half_504s_halve() {
 async fn renders_started_under_an_earlier_limit_are_ignored() {
     let mut limit = AdaptiveLimit::new(8, Instant::now());
     let early = Instant::now();
-    limit.record(sample(early, 0.2, Ending::Rendered, 1));
-    assert_eq!(limit.limit(), 2);
+    let first = limit.record(sample(early, 0.2, Ending::Rendered, 1));
+    // The first render ran alone: half the slots next.
+    assert_eq!(first.map(|c| c.to), Some(4));
     tokio::time::advance(Duration::from_secs(1)).await;
-    // A window of slow renders ends slow start...
+    // A window of renders 4x slower ends slow start (4 / 4 + 1)...
     let later = Instant::now();
-    let changes: Vec<Change> = (0..3)
-        .filter_map(|_| limit.record(sample(later, 0.8, Ending::Rendered, 2)))
+    let changes: Vec<usize> = (0..3)
+        .filter_map(|_| limit.record(sample(later, 0.8, Ending::Rendered, 4)))
+        .map(|c| c.to)
         .collect();
-    assert_eq!(changes.len(), 0, "2 / 4 + 1 rounds down to 1? {changes:?}");
+    assert_eq!(changes, [3]);
     let after = limit.limit();
     // ...and the 504s of renders sent before that window closed no longer count.
     for _ in 0..8 {
@@ -346,7 +348,7 @@ fn half_a_window_of_504s_closes_it_at_once() {
     let now = Instant::now();
     let mut limit = AdaptiveLimit::new(8, now);
     limit.record(sample(now, 0.2, Ending::Rendered, 1));
-    limit.adopt(6, now);
+    limit.adopt(6, None, now);
     let later = now + Duration::from_secs(1);
     // A window of 6: the third 504 closes it, three renders early.
     assert_eq!(limit.record(sample(later, 1.0, Ending::TimedOut, 6)), None);
@@ -361,9 +363,31 @@ fn half_a_window_of_504s_closes_it_at_once() {
 fn adopt_takes_the_fleets_limit_within_bounds() {
     let now = Instant::now();
     let mut limit = AdaptiveLimit::new(6, now);
-    assert_eq!(limit.adopt(0, now).map(|c| c.to), None, "1 already");
-    assert_eq!(limit.adopt(99, now).map(|c| c.to), Some(6));
-    assert_eq!(limit.adopt(6, now), None);
+    assert_eq!(limit.adopt(0, None, now).map(|c| c.to), None, "1 already");
+    assert_eq!(limit.adopt(99, None, now).map(|c| c.to), Some(6));
+    assert_eq!(limit.adopt(6, None, now), None);
+}
+
+#[test]
+fn a_process_that_adopts_the_fleets_best_decides_from_it() {
+    // Another process found the best (0.2) and the limit 4; this one takes
+    // both, so its first window of renders 4x slower is a queue to it.
+    let now = Instant::now();
+    let mut limit = AdaptiveLimit::new(8, now);
+    assert_eq!(limit.adopt(4, Some(0.2), now).map(|c| c.to), Some(4));
+    assert_eq!(limit.best(), Some(0.2));
+    let later = now + Duration::from_millis(1);
+    let changes: Vec<usize> = (0..4)
+        .filter_map(|_| limit.record(sample(later, 0.8, Ending::Rendered, 4)))
+        .map(|c| c.to)
+        .collect();
+    assert_eq!(changes, [3], "4 x 0.5 + 1");
+    // Without a best, the fleet is still in slow start: the first render
+    // alone is the baseline, as in a process of its own.
+    let mut fresh = AdaptiveLimit::new(8, now);
+    assert_eq!(fresh.adopt(1, None, now), None);
+    let first = fresh.record(sample(later, 0.2, Ending::Rendered, 1));
+    assert_eq!(first.map(|c| c.to), Some(4));
 }
 
 proptest::proptest! {

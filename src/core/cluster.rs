@@ -978,8 +978,8 @@ mod tests {
         c.request(request(), Duration::from_secs(5)).await.unwrap();
         assert_eq!(
             c.nodes()[0].limit,
-            Some(2),
-            "a render alone starts slow start"
+            Some(3),
+            "a render alone starts slow start at half the slots"
         );
         // Off (the default), no limit at all.
         let off = cluster(&[("a:1", OK)], true);

@@ -27,7 +27,7 @@
 //! |---|---|---|
 //! | `{p}:nodes` | HASH | node key (its URL without credentials) -> `"maxconn weight"`, the first registered value holds |
 //! | `{p}:leases:<node key>` | ZSET | one member per render in flight on the node, any process: lease id (`<process id>:<counter>`) -> expiry (ms, server clock) |
-//! | `{p}:verdicts` | HASH | node key -> `"DOWN <reason>"` for each node the fleet holds DOWN (absent: UP); `drain:operator:<node key>` -> `"1"` for a node an operator drained, `drain:maxrss:<node key>` -> `"<peak> <limit>"` (bytes) for one the prober found past its `--maxrss` |
+//! | `{p}:verdicts` | HASH | node key -> `"DOWN <reason>"` for each node the fleet holds DOWN (absent: UP); `drain:operator:<node key>` -> `"1"` for a node an operator drained, `drain:maxrss:<node key>` -> `"<peak> <limit>"` (bytes) for one the prober found past its `--maxrss`; `limit:<node key>` -> `"<limit> <best>"`, the node's adaptive limit (the prober process decides it, every process's renders count against it) |
 //! | `{p}:processes` | ZSET | live process id -> heartbeat expiry (ms, server clock) |
 //! | `{p}:prober` | STRING | the id of the process that probes the nodes for the fleet, expiring (PX) |
 //! | `{p}:events` | channel | `release <count>` when leases are given back, `verdict <node key>` when a verdict changes |
@@ -50,11 +50,11 @@
 //! | script | does |
 //! |---|---|
 //! | `register.lua` | at connect: registers the nodes (HSETNX) and the process; returns the nodes whose registered maxconn/weight differs |
-//! | `take.lua` | among the candidates not DOWN, not drained and below maxconn counting every process's unexpired leases (expired ones purged first): untried first, then preferred, then least `(in_flight + 1) / weight`, ties round from `start`; adds the lease, expiring TTL from now |
+//! | `take.lua` | among the candidates not DOWN, not drained and below maxconn (or the fleet's adaptive limit, when lower) counting every process's unexpired leases (expired ones purged first): untried first, then preferred, then least `(in_flight + 1) / weight`, ties round from `start`; adds the lease, expiring TTL from now |
 //! | `release.lua` | removes a batch of leases; publishes one `release` |
 //! | `renew.lua` | purges expired leases, then renews this process's (ZADD XX: never revives one), refreshes the heartbeat, returns per node the fleet's leases and verdict, and the live processes |
 //! | `restore.lua` | re-adds this process's leases if absent (ZADD NX), after Redis lost them |
-//! | `verdict.lua` | sets or clears a node's DOWN verdict, or one of its drains; publishes a `verdict` when it changed |
+//! | `verdict.lua` | sets or clears a node's DOWN verdict, one of its drains, or its adaptive limit; publishes a `verdict` when it changed |
 //! | `prober.lua` | takes the prober lock if free, renews it if ours |
 //!
 //! The take script scans every candidate: about 2.4 us of Redis time per
@@ -171,7 +171,7 @@ pub struct Taken {
 }
 
 /// The fleet as Redis sees it, returned by [`Fleet::renew`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FleetView {
     /// Per node (in connect order), renders in flight in every process.
     pub in_flight: Vec<usize>,
@@ -181,10 +181,56 @@ pub struct FleetView {
     pub drained_by_operator: Vec<bool>,
     /// Per node, the peak RSS over its limit (bytes) the prober found.
     pub over_maxrss: Vec<Option<(u64, u64)>>,
+    /// Per node, the fleet's adaptive limit (none when adaptive limits are
+    /// off, or before the first process turned them on).
+    pub limits: Vec<Option<FleetLimit>>,
     /// The ids of the live processes (this one included), sorted.
     pub processes: Vec<String>,
     /// This process's id.
     pub me: String,
+}
+
+/// A node's adaptive limit as the fleet holds it: `"<limit> <best>"`, the
+/// best a share of the render budget, or `-` before one is known. The
+/// prober process decides it; every process adopts it and the take script
+/// caps the node's renders, every process's counted, at it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FleetLimit {
+    /// Renders the node may have in flight, every process counted.
+    pub limit: usize,
+    /// The node's best latency at no load, as a share of the render budget.
+    pub best: Option<f64>,
+}
+
+impl FleetLimit {
+    /// What the fleet starts from: slow start at 1, no best yet.
+    pub const START: FleetLimit = FleetLimit {
+        limit: 1,
+        best: None,
+    };
+
+    fn parse(value: &str) -> Option<Self> {
+        let (limit, best) = value.split_once(' ')?;
+        let best = match best {
+            "-" => None,
+            best => Some(
+                best.parse::<f64>()
+                    .ok()
+                    .filter(|b| b.is_finite() && *b > 0.0)?,
+            ),
+        };
+        Some(Self {
+            limit: limit.parse().ok().filter(|&l| l >= 1)?,
+            best,
+        })
+    }
+
+    fn format(&self) -> String {
+        match self.best {
+            Some(best) => format!("{} {best}", self.limit),
+            None => format!("{} -", self.limit),
+        }
+    }
 }
 
 /// A `--maxrss` drain as the fleet holds it: `"<peak> <limit>"` in bytes.
@@ -580,11 +626,13 @@ impl Fleet {
             Vec<String>,
             Vec<Option<String>>,
             Vec<Option<String>>,
+            Vec<Option<String>>,
         );
-        let (in_flight, verdicts, mut processes, by_operator, over_maxrss): Renewed = invocation
-            .invoke_async(&mut self.manager.clone())
-            .await
-            .map_err(|e| self.command_error("renew", &e))?;
+        let (in_flight, verdicts, mut processes, by_operator, over_maxrss, limits): Renewed =
+            invocation
+                .invoke_async(&mut self.manager.clone())
+                .await
+                .map_err(|e| self.command_error("renew", &e))?;
         processes.sort();
         let down = verdicts
             .into_iter()
@@ -597,6 +645,12 @@ impl Fleet {
             over_maxrss: over_maxrss
                 .iter()
                 .map(|v| v.as_deref().and_then(parse_rss_drain))
+                .collect(),
+            // A value no process of ours wrote (a hand edit, another
+            // version) counts as none: the prober writes its own again.
+            limits: limits
+                .iter()
+                .map(|v| v.as_deref().and_then(FleetLimit::parse))
                 .collect(),
             processes,
             me: self.process_id.clone(),
@@ -656,6 +710,34 @@ impl Fleet {
             .arg(field)
             .arg(detail.unwrap_or(""))
             .arg(self.ttl_ms)
+            .invoke_async::<u8>(&mut self.manager.clone())
+            .await
+            .map_err(|e| self.command_error("verdict", &e))?;
+        Ok(())
+    }
+
+    /// Sets a node's adaptive limit for the whole fleet (the prober
+    /// process's decision), and publishes it when it changed: a higher
+    /// limit frees slots other processes wait for. With `only_if_absent`,
+    /// sets it only where the fleet has none yet (the start of a fleet).
+    pub async fn set_limit(
+        &self,
+        node: usize,
+        limit: FleetLimit,
+        only_if_absent: bool,
+    ) -> Result<(), FleetError> {
+        let node = self.node_index(node)?;
+        let mut invocation = SCRIPTS.verdict.prepare_invoke();
+        invocation
+            .key(&self.keys.verdicts)
+            .arg(&self.keys.events)
+            .arg(format!("limit:{}", self.nodes[node].key))
+            .arg(limit.format())
+            .arg(self.ttl_ms);
+        if only_if_absent {
+            invocation.arg("NX");
+        }
+        invocation
             .invoke_async::<u8>(&mut self.manager.clone())
             .await
             .map_err(|e| self.command_error("verdict", &e))?;

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use tokio::sync::{mpsc, Notify};
 
-use super::fleet::{Fleet, FleetCandidate, FleetError, FleetView, LeaseId, Taken};
+use super::fleet::{Fleet, FleetCandidate, FleetError, FleetLimit, FleetView, LeaseId, Taken};
 
 /// Where the pool counts its slots.
 pub enum SlotAccounting {
@@ -45,6 +45,14 @@ pub struct FleetReport {
     pub in_flight: Vec<usize>,
 }
 
+/// What the fleet side hands to the tasks that talk to Redis for it.
+pub struct Outboxes {
+    /// Leases given back, to release in batches.
+    pub releases: mpsc::UnboundedReceiver<(usize, LeaseId)>,
+    /// Adaptive limits decided here, to write for the fleet.
+    pub limits: mpsc::UnboundedReceiver<(usize, FleetLimit)>,
+}
+
 /// The fleet side of the seam.
 pub struct FleetSlots {
     fleet: Fleet,
@@ -53,12 +61,17 @@ pub struct FleetSlots {
     /// together when Redis comes back.
     held: Mutex<HashMap<String, usize>>,
     releases: mpsc::UnboundedSender<(usize, LeaseId)>,
+    /// The adaptive limits this process decided for the fleet, to write.
+    limit_writes: mpsc::UnboundedSender<(usize, FleetLimit)>,
     /// Rung when a release or a verdict is announced (by any process), and
     /// by this process's own releases: the admission queue's head tries again.
     pub wake: Arc<Notify>,
     fallback: AtomicBool,
     /// Each node's share of its maxconn while in fallback.
     shares: Mutex<Vec<usize>>,
+    /// This process's rank among the processes, and their count, as last
+    /// seen when it entered fallback.
+    rank: Mutex<(usize, usize)>,
     /// The processes seen alive when Redis went away: back in shared mode
     /// once each has registered again (or one lease TTL has passed).
     expected: Mutex<Vec<String>>,
@@ -88,22 +101,22 @@ pub fn share(maxconn: usize, processes: usize, rank: usize) -> usize {
 }
 
 impl FleetSlots {
-    /// Wraps a connected fleet; returns the receiving end of the releases,
-    /// for the task that sends them (see `fleet_sync`).
-    pub fn new(
-        fleet: Fleet,
-        maxconns: Vec<usize>,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<(usize, LeaseId)>) {
-        let (releases, receiver) = mpsc::unbounded_channel();
+    /// Wraps a connected fleet; returns the receiving ends of the releases
+    /// and limit writes, for the tasks that send them (see `fleet_sync`).
+    pub fn new(fleet: Fleet, maxconns: Vec<usize>) -> (Arc<Self>, Outboxes) {
+        let (releases, released) = mpsc::unbounded_channel();
+        let (limit_writes, limits) = mpsc::unbounded_channel();
         let shares = maxconns.clone();
         let slots = Arc::new(Self {
             fleet,
             maxconns,
             held: Mutex::new(HashMap::new()),
             releases,
+            limit_writes,
             wake: Arc::new(Notify::new()),
             fallback: AtomicBool::new(false),
             shares: Mutex::new(shares),
+            rank: Mutex::new((0, 1)),
             expected: Mutex::new(Vec::new()),
             recovering_since: Mutex::new(None),
             view: Mutex::new(None),
@@ -111,7 +124,11 @@ impl FleetSlots {
             leading: AtomicBool::new(false),
             heard: Mutex::new((Instant::now(), Duration::from_secs(1))),
         });
-        (slots, receiver)
+        let outboxes = Outboxes {
+            releases: released,
+            limits,
+        };
+        (slots, outboxes)
     }
 
     /// The fleet connection.
@@ -136,6 +153,13 @@ impl FleetSlots {
         } else {
             lock(&self.shares)[node]
         }
+    }
+
+    /// This process's share of a fleet-wide count (an adaptive limit) while
+    /// in fallback, by the same ranks as the shares of maxconn.
+    pub fn share_of(&self, total: usize) -> usize {
+        let (rank, processes) = *lock(&self.rank);
+        share(total, processes, rank)
     }
 
     /// Records that Redis answered.
@@ -174,6 +198,20 @@ impl FleetSlots {
         self.wake.notify_waiters();
     }
 
+    /// Writes a node's adaptive limit for the fleet (in the background, in
+    /// order; the latest of a burst wins).
+    pub fn write_limit(&self, node: usize, limit: FleetLimit) {
+        let _ = self.limit_writes.send((node, limit));
+    }
+
+    /// Renders in flight on a node in every process, as last seen.
+    pub fn fleet_in_flight(&self, node: usize) -> usize {
+        lock(&self.view)
+            .as_ref()
+            .and_then(|view| view.in_flight.get(node).copied())
+            .unwrap_or(0)
+    }
+
     /// Records a lease taken while in fallback (no Redis), so that it is
     /// registered when Redis comes back.
     pub fn hold_locally(&self, node: usize) -> LeaseId {
@@ -208,6 +246,7 @@ impl FleetSlots {
             }
             None => (1, 0),
         };
+        *lock(&self.rank) = (rank, processes);
         *lock(&self.shares) = self
             .maxconns
             .iter()

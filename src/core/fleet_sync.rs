@@ -18,23 +18,29 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::config::NodeSpec;
-use super::fleet::{Fleet, FleetError, FleetNode, FleetOptions, LeaseId};
-use super::fleet_slots::FleetSlots;
+use super::fleet::{Fleet, FleetError, FleetLimit, FleetNode, FleetOptions, LeaseId};
+use super::fleet_slots::{FleetSlots, Outboxes};
 use super::pool::Pool;
 
 /// A process connected to its fleet, before its tasks run.
 pub struct FleetLink {
     /// The fleet side of the pool's slot accounting.
     pub slots: Arc<FleetSlots>,
-    releases: mpsc::UnboundedReceiver<(usize, LeaseId)>,
+    outboxes: Outboxes,
     /// Disagreements with what other processes registered (maxconn,
     /// weight), one line each, for one WARNING at start.
     pub warnings: Vec<String>,
 }
 
 /// Connects to the fleet's Redis and registers this process and its nodes.
-/// A node is the same node for every process that names the same URL.
-pub async fn connect(options: FleetOptions, specs: &[NodeSpec]) -> Result<FleetLink, FleetError> {
+/// A node is the same node for every process that names the same URL. With
+/// `adaptive`, a node the fleet has no adaptive limit for yet gets the
+/// start of one (1, slow start); one it has keeps it.
+pub async fn connect(
+    options: FleetOptions,
+    specs: &[NodeSpec],
+    adaptive: bool,
+) -> Result<FleetLink, FleetError> {
     let nodes = specs
         .iter()
         .map(|spec| FleetNode {
@@ -44,10 +50,15 @@ pub async fn connect(options: FleetOptions, specs: &[NodeSpec]) -> Result<FleetL
         })
         .collect();
     let (fleet, warnings) = Fleet::connect(options, nodes).await?;
-    let (slots, releases) = FleetSlots::new(fleet, specs.iter().map(|s| s.maxconn).collect());
+    if adaptive {
+        for node in 0..specs.len() {
+            fleet.set_limit(node, FleetLimit::START, true).await?;
+        }
+    }
+    let (slots, outboxes) = FleetSlots::new(fleet, specs.iter().map(|s| s.maxconn).collect());
     Ok(FleetLink {
         slots,
-        releases,
+        outboxes,
         warnings,
     })
 }
@@ -82,14 +93,23 @@ pub fn spawn(
     stop: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let FleetLink {
-        slots, releases, ..
+        slots, outboxes, ..
     } = link;
     slots.set_freshness(settings.period * 2);
     let watcher = slots.fleet().watch(Arc::clone(&slots.wake));
     let mut stop_watcher = stop.clone();
     let queue_pool = pool.clone();
     vec![
-        tokio::spawn(send_releases(Arc::clone(&slots), releases, stop.clone())),
+        tokio::spawn(send_releases(
+            Arc::clone(&slots),
+            outboxes.releases,
+            stop.clone(),
+        )),
+        tokio::spawn(send_limits(
+            Arc::clone(&slots),
+            outboxes.limits,
+            stop.clone(),
+        )),
         tokio::spawn(keep_in_sync(
             pool.clone(),
             Arc::clone(&slots),
@@ -137,6 +157,38 @@ async fn send_releases(
     }
 }
 
+/// Writes the adaptive limits this process decided, in order; of a burst
+/// queued while a write ran, only each node's latest. A write that fails is
+/// made again by the next renewal (which writes any limit the fleet lacks
+/// while this process decides). Ends with the crawl.
+async fn send_limits(
+    slots: Arc<FleetSlots>,
+    mut limits: mpsc::UnboundedReceiver<(usize, FleetLimit)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            Some(first) = limits.recv() => first,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        let mut latest = vec![first];
+        while let Ok((node, limit)) = limits.try_recv() {
+            match latest.iter_mut().find(|(n, _)| *n == node) {
+                Some(entry) => entry.1 = limit,
+                None => latest.push((node, limit)),
+            }
+        }
+        for (node, limit) in latest {
+            if let Err(error) = slots.fleet().set_limit(node, limit, false).await {
+                tracing::debug!(
+                    target: "scrapy_splash_cluster::fleet",
+                    "adaptive limit not written ({error}); the next renewal writes it"
+                );
+            }
+        }
+    }
+}
+
 /// Whether Redis counts fewer renders on some node than this process alone
 /// holds there: it lost leases (a restart, a failover).
 fn lost_leases(held: &[(usize, LeaseId)], fleet_in_flight: &[usize]) -> bool {
@@ -157,11 +209,17 @@ async fn keep_in_sync(
     settings: SyncSettings,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The first round at once: the prober is chosen (and the fleet's
+    // limits adopted) before the crawl's first renders, not a period in.
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(settings.period) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
+        if !first {
+            tokio::select! {
+                _ = tokio::time::sleep(settings.period) => {}
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
         }
+        first = false;
         let fleet: &Fleet = slots.fleet();
         if slots.in_fallback() {
             // Is Redis back? Register what this process holds first (Redis
@@ -217,6 +275,7 @@ async fn keep_in_sync(
         slots.set_leading(leading);
         pool.follow_fleet(&view.down, !leading);
         pool.follow_fleet_drains(&view.drained_by_operator, &view.over_maxrss, leading);
+        pool.follow_fleet_limits(&slots, &view.limits, leading);
         slots.set_view(view);
     }
 }

@@ -221,6 +221,77 @@ async fn a_down_verdict_excludes_the_node_for_every_process() {
 }
 
 #[tokio::test]
+async fn the_fleets_adaptive_limit_caps_every_process_together() {
+    let server = RedisServer::start();
+    let a = fleet(&server, &[(5, 1), (5, 1)]).await;
+    let b = fleet(&server, &[(5, 1), (5, 1)]).await;
+    // The start of a fleet: 1 where none is set yet, never over a limit a
+    // process already decided.
+    a.set_limit(0, FleetLimit::START, true).await.unwrap();
+    let decided = FleetLimit {
+        limit: 3,
+        best: Some(0.125),
+    };
+    a.set_limit(0, decided, false).await.unwrap();
+    b.set_limit(0, FleetLimit::START, true).await.unwrap();
+    let view = b.renew(&[]).await.unwrap();
+    assert_eq!(view.limits, vec![Some(decided), None]);
+    // Three renders on node 0 between the two processes, then no more from
+    // either, while node 1 (no limit) takes its maxconn.
+    assert_eq!(take_node(&a, &only(0), 0).await, Some(0));
+    assert_eq!(take_node(&b, &only(0), 0).await, Some(0));
+    assert_eq!(take_node(&a, &only(0), 0).await, Some(0));
+    assert_eq!(take_node(&b, &only(0), 0).await, None);
+    assert_eq!(take_node(&a, &only(0), 0).await, None);
+    for _ in 0..5 {
+        assert_eq!(take_node(&b, &only(1), 0).await, Some(1));
+    }
+    // A higher limit frees one more slot at once, for whichever asks.
+    a.set_limit(
+        0,
+        FleetLimit {
+            limit: 4,
+            ..decided
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(take_node(&b, &only(0), 0).await, Some(0));
+    assert_eq!(take_node(&b, &only(0), 0).await, None);
+    // Above maxconn, maxconn still holds.
+    a.set_limit(
+        0,
+        FleetLimit {
+            limit: 9,
+            ..decided
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(take_node(&b, &only(0), 0).await, Some(0));
+    assert_eq!(take_node(&b, &only(0), 0).await, None);
+}
+
+#[tokio::test]
+async fn a_limit_the_fleet_cannot_read_counts_as_none() {
+    let server = RedisServer::start();
+    let a = fleet(&server, &[(5, 1)]).await;
+    let mut con = server.inspect().await;
+    for bad in ["", "0 -", "x 0.1", "3", "3 nan", "3 -1"] {
+        redis::cmd("HSET")
+            .arg("{splash_cluster}:verdicts")
+            .arg("limit:http://10.0.0.0:8050")
+            .arg(bad)
+            .query_async::<()>(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(a.renew(&[]).await.unwrap().limits, vec![None], "{bad:?}");
+    }
+}
+
+#[tokio::test]
 async fn release_frees_the_slot_and_wakes_the_watchers() {
     let server = RedisServer::start();
     let a = fleet(&server, &[(1, 1)]).await;

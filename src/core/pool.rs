@@ -21,7 +21,7 @@ use super::adaptive::{AdaptiveLimit, Change, Sample};
 use super::admission::{AdmissionQueue, Tried};
 use super::config::{HealthThresholds, NodeSpec};
 use super::drain::{Drain, DrainCause, DrainChange, RssOverLimit};
-use super::fleet::{FleetCandidate, LeaseId, Taken};
+use super::fleet::{FleetCandidate, FleetLimit, LeaseId, Taken};
 use super::fleet_slots::{FleetReport, FleetSlots, SlotAccounting};
 use super::health::{Health, Phase, ProbeResult, Transition};
 use super::node::{NodeSnapshot, NodeState};
@@ -64,6 +64,10 @@ struct State {
     closed: bool,
     /// Whether nodes get an adaptive limit (new ones too).
     adaptive: bool,
+    /// Whether this process decided the fleet's adaptive limits at the last
+    /// renewal (it runs the fleet's probes): one that takes over starts
+    /// from the fleet's limits, not from its own.
+    decides_fleet_limits: bool,
 }
 
 struct Shared {
@@ -309,10 +313,19 @@ fn take_slot(shared: &Arc<Shared>, state: &mut State, tried: &Tried) -> Option<L
 /// share), lowered by the node's adaptive limit when that is on.
 fn cap(shared: &Shared, state: &State, index: usize) -> usize {
     let maxconn = shared.maxconn(state, index);
-    state.nodes[index]
+    let Some(limit) = state.nodes[index]
         .adaptive
         .as_ref()
-        .map_or(maxconn, |limit| limit.limit().min(maxconn))
+        .map(AdaptiveLimit::limit)
+    else {
+        return maxconn;
+    };
+    match &shared.accounting {
+        // In fallback, as with maxconn: this process's share of the
+        // fleet's limit (the shares add up to it).
+        SlotAccounting::Fleet(fleet) if fleet.in_fallback() => fleet.share_of(limit).min(maxconn),
+        _ => limit.min(maxconn),
+    }
 }
 
 /// What the fleet's slot script may choose from: the nodes UP in this
@@ -450,6 +463,7 @@ impl Pool {
                     queue_timeouts: 0,
                     closed: false,
                     adaptive: false,
+                    decides_fleet_limits: false,
                 }),
             }),
         }
@@ -741,21 +755,89 @@ impl Pool {
     }
 
     /// Feeds a render's latency to its node's adaptive limit (when on),
-    /// while the attempt still holds its slot; logs a change at DEBUG.
+    /// while the attempt still holds its slot; logs a change at DEBUG. In a
+    /// fleet only the process that probes for it decides (it writes the
+    /// limit to Redis, the others adopt it at their next renewal); in
+    /// fallback each process decides for its share.
     pub fn record_render(&self, node: usize, mut sample: Sample) {
-        let change = {
+        let fleet = self.shared.shared_fleet();
+        if fleet.is_some_and(|fleet| !fleet.leading()) {
+            return;
+        }
+        // Every process's renders count: a render alone here may not be
+        // alone on the node, and a node this process fills only in part
+        // may be full.
+        let fleet_in_flight = fleet.map_or(0, |fleet| fleet.fleet_in_flight(node));
+        let (change, decided) = {
             let mut state = lock(&self.shared.state);
             let n = &mut state.nodes[node];
-            sample.in_flight = n.in_flight;
-            let Some(change) = n.adaptive.as_mut().and_then(|limit| limit.record(sample)) else {
+            sample.in_flight = n.in_flight.max(fleet_in_flight);
+            let Some(limit) = n.adaptive.as_mut() else {
                 return;
+            };
+            let Some(change) = limit.record(sample) else {
+                return;
+            };
+            let decided = FleetLimit {
+                limit: limit.limit(),
+                best: limit.best(),
             };
             if change.to > change.from {
                 dispatch(&self.shared, &mut state);
             }
-            change
+            (change, decided)
         };
+        if let Some(fleet) = fleet {
+            fleet.write_limit(node, decided);
+        }
         self.log_limit(node, &change);
+    }
+
+    /// Takes the fleet's adaptive limits, as the last renewal read them.
+    /// A process that does not probe for the fleet adopts them; one that
+    /// just took over the probes starts from them; the one that decides
+    /// writes its own again where the fleet lacks them or holds others (a
+    /// write that failed, a Redis that restarted empty).
+    pub fn follow_fleet_limits(
+        &self,
+        fleet: &FleetSlots,
+        limits: &[Option<FleetLimit>],
+        leading: bool,
+    ) {
+        let now = Instant::now();
+        let mut changes = Vec::new();
+        {
+            let mut state = lock(&self.shared.state);
+            if !state.adaptive {
+                return;
+            }
+            let took_over = leading && !state.decides_fleet_limits;
+            state.decides_fleet_limits = leading;
+            for (node, held) in limits.iter().enumerate().take(state.nodes.len()) {
+                let Some(own) = state.nodes[node].adaptive.as_mut() else {
+                    continue;
+                };
+                let mine = FleetLimit {
+                    limit: own.limit(),
+                    best: own.best(),
+                };
+                match held {
+                    Some(held) if !leading || took_over => {
+                        if let Some(change) = own.adopt(held.limit, held.best, now) {
+                            changes.push((node, change));
+                        }
+                    }
+                    _ if leading && held.as_ref() != Some(&mine) => fleet.write_limit(node, mine),
+                    _ => {}
+                }
+            }
+            if changes.iter().any(|(_, c)| c.to > c.from) {
+                dispatch(&self.shared, &mut state);
+            }
+        }
+        for (node, change) in &changes {
+            self.log_limit(*node, change);
+        }
     }
 
     fn log_limit(&self, node: usize, change: &Change) {

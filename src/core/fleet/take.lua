@@ -2,7 +2,9 @@
 --
 -- KEYS[1]      {p}:nodes     HASH node key -> "maxconn weight"
 -- KEYS[2]      {p}:verdicts  HASH node key -> "DOWN <reason>" (absent: UP);
---              "drain:operator:<node key>", "drain:maxrss:<node key>": drained
+--              "drain:operator:<node key>", "drain:maxrss:<node key>": drained;
+--              "limit:<node key>" -> "<limit> <best>": the fleet's adaptive
+--              limit, under maxconn (absent: maxconn)
 -- KEYS[2 + i]  {p}:leases:<candidate i's node key>
 --              ZSET lease id -> expiry (server ms)
 -- ARGV[1]      lease TTL (ms)
@@ -15,7 +17,7 @@
 --                   registered when the node is not (Redis lost or expired
 --                   the hash): the registered value is the one that counts
 -- Returns the chosen candidate's position (1-based), or 0 when none is UP
--- and below its maxconn counting every process's unexpired leases (an
+-- and below its maxconn (or its adaptive limit) counting every process's unexpired leases (an
 -- expired lease never counts; the chosen node's expired ones are purged).
 --
 -- Among the eligible: the lowest rank, then the least (in_flight + 1) / weight
@@ -28,8 +30,9 @@ if n < 1 then
 end
 local now = now_ms()
 local start = tonumber(ARGV[3]) % n
--- One HMGET each for the specs and the verdicts, one ZCOUNT per candidate
--- (unexpired leases; only the chosen node's set is purged): 3 + n calls,
+-- One HMGET each for the specs, the verdicts, the two drains and the limits,
+-- one ZCOUNT per candidate (unexpired leases; only the chosen node's set is
+-- purged): 5 + n calls,
 -- about 2.4 us of server time per candidate (measured on loopback: 13 us at
 -- 3 nodes, 115 at 50, 480 at 200; fleet_tests.rs take_latency).
 local node_keys = {}
@@ -47,6 +50,13 @@ for i = 1, n do
 end
 by_operator = redis.call('HMGET', KEYS[2], unpack(by_operator))
 over_maxrss = redis.call('HMGET', KEYS[2], unpack(over_maxrss))
+-- The adaptive limits (one more HMGET): every process's renders count
+-- against the fleet's one limit per node.
+local limits = {}
+for i = 1, n do
+  limits[i] = 'limit:' .. node_keys[i]
+end
+limits = redis.call('HMGET', KEYS[2], unpack(limits))
 local best, best_rank, best_in_flight, best_weight = 0, 0, 0, 1
 for offset = 0, n - 1 do
   local i = (start + offset) % n + 1
@@ -60,6 +70,10 @@ for offset = 0, n - 1 do
     end
     local maxconn, weight = string.match(spec, '^(%d+) (%d+)$')
     maxconn, weight = tonumber(maxconn), tonumber(weight)
+    local limit = limits[i] and tonumber(string.match(limits[i], '^(%d+)'))
+    if maxconn and limit and limit < maxconn then
+      maxconn = limit
+    end
     local in_flight = redis.call('ZCOUNT', KEYS[2 + i], '(' .. now, '+inf')
     if maxconn and weight and in_flight < maxconn then
       local rank = tonumber(ARGV[a + 1])
