@@ -62,6 +62,11 @@
 //!   a spread of +-20 %, Envoy's 25 % buffer let a node of room to spare
 //!   sink to 3 of its 5 slots in the simulation of the tests), while a 504
 //!   needs far more (a render at a fifth of its timeout alone: 5x).
+//! - **A noise floor of 100 ms**: a window whose median render took less
+//!   than 100 ms more than the best, with no 504, never lowers the limit
+//!   whatever the ratio (nor raises it: the queue estimate still decides):
+//!   renders of tens of ms vary by more than 1.5x with the crawler's own
+//!   turn, not the node's load.
 //! - **504 GlobalTimeoutError as the worst sample**: a render that used its
 //!   whole budget enters the window as 1.0 (at least), so a window where
 //!   half the renders timed out halves the limit, and it closes at once
@@ -104,6 +109,12 @@ const MIN_WINDOW: usize = 3;
 /// Windows at the floor, still slower than the best, before the best is
 /// taken as stale.
 const STALE_AFTER: u32 = 3;
+/// Latency added by a queue below this is no queue worth a slot: with
+/// renders of tens of ms, the crawler's own turn (its event loop, its
+/// scheduler) varies by more than the tolerance, and a node that had room
+/// lost slots for it (the large crawl of the benchmarks, 40 ms renders:
+/// 85 % of the static limit's pages/s without this floor).
+const NOISE_FLOOR: Duration = Duration::from_millis(100);
 
 /// How a render ended, as far as the node's load is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +173,8 @@ struct Window {
     opened: Instant,
     size: usize,
     shares: Vec<f64>,
+    /// The renders' own times, for the noise floor.
+    elapsed: Vec<Duration>,
     timeouts: usize,
     full: bool,
 }
@@ -172,6 +185,7 @@ impl Window {
             opened,
             size: limit.max(MIN_WINDOW),
             shares: Vec::new(),
+            elapsed: Vec::new(),
             timeouts: 0,
             full: false,
         }
@@ -180,6 +194,11 @@ impl Window {
     fn median(&mut self) -> f64 {
         self.shares.sort_by(f64::total_cmp);
         self.shares[self.shares.len() / 2]
+    }
+
+    fn median_elapsed(&mut self) -> Duration {
+        self.elapsed.sort();
+        self.elapsed[self.elapsed.len() / 2]
     }
 }
 
@@ -190,6 +209,9 @@ pub struct AdaptiveLimit {
     limit: f64,
     /// The node's best latency (share of budget) at no load.
     best: Option<f64>,
+    /// The same in time, for the noise floor (none after adopting a
+    /// fleet's best: the floor is then not applied).
+    best_elapsed: Option<Duration>,
     slow_start: bool,
     window: Window,
     /// The last window's limit and median, and how many windows in a row
@@ -206,6 +228,7 @@ impl AdaptiveLimit {
             maxconn,
             limit: 1.0,
             best: None,
+            best_elapsed: None,
             slow_start: true,
             window: Window::new(now, 1),
             last: None,
@@ -258,9 +281,14 @@ impl AdaptiveLimit {
         if rendered && sample.in_flight <= 1 {
             // Alone on the node (from this process): a no-load latency.
             self.best = Some(self.best.map_or(share, |best| best.min(share)));
+            let elapsed = self
+                .best_elapsed
+                .map_or(sample.elapsed, |b| b.min(sample.elapsed));
+            self.best_elapsed = Some(elapsed);
         }
         let window = &mut self.window;
         window.shares.push(share);
+        window.elapsed.push(sample.elapsed);
         window.full |= full;
         if !rendered {
             window.timeouts += 1;
@@ -299,7 +327,11 @@ impl AdaptiveLimit {
         let ratio = median / best;
         let timeouts = self.window.timeouts;
         let renders = self.window.shares.len();
-        let why = if ratio > TOLERANCE {
+        let added = self
+            .best_elapsed
+            .map(|best| self.window.median_elapsed().saturating_sub(best));
+        let noise = timeouts == 0 && added.is_some_and(|added| added < NOISE_FLOOR);
+        let why = if ratio > TOLERANCE && !noise {
             self.slow_start = false;
             // Latency that stays put while the limit falls is no queue of
             // ours: the pages got heavier, the best is stale.
@@ -332,7 +364,11 @@ impl AdaptiveLimit {
             if !self.slow_start && self.window.full && queue < HEADROOM / 2.0 {
                 self.limit += 1.0;
             }
-            format!("renders {ratio:.2}x the best, node full")
+            if noise && ratio > TOLERANCE {
+                format!("renders {ratio:.2}x the best, under {NOISE_FLOOR:?} more: no queue")
+            } else {
+                format!("renders {ratio:.2}x the best, node full")
+            }
         };
         self.limit = self.limit.clamp(1.0, self.maxconn as f64);
         if self.limit() == self.maxconn {

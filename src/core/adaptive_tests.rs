@@ -197,6 +197,24 @@ fn a_node_with_room_to_spare_runs_at_its_maxconn_and_stays_there() {
 }
 
 #[test]
+fn renders_of_tens_of_ms_that_vary_never_take_slots_from_a_node_with_room() {
+    // 20 ms renders, +-60 % from one to the next (the crawler's own turn):
+    // the window's median is often over 1.5x the first render's, but never
+    // 100 ms over it.
+    for seed in [3, 7, 11, 19] {
+        let mut limit = AdaptiveLimit::new(5, Instant::now());
+        let short = Page {
+            work: 0.02,
+            timeout: 1.0,
+        };
+        let run = simulate_jittered(&mut limit, 100.0, 600, short, 0.6, seed);
+        let reached = run.limits.iter().position(|&l| l == 5).expect("reached 5");
+        let below = run.limits[reached..].iter().filter(|&&l| l < 5).count();
+        assert_eq!(below, 0, "seed {seed}: {below} renders below maxconn");
+    }
+}
+
+#[test]
 fn jitter_on_a_loaded_node_keeps_the_limit_near_its_capacity() {
     let mut limit = AdaptiveLimit::new(8, Instant::now());
     let run = simulate_jittered(&mut limit, 2.0, 800, PAGE, 0.2, 11);
