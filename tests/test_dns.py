@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.crawl_helpers import Crawl, wait_for
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 from tests.test_scrapy import assert_clean, errors, pages, settings_for
 
 NAME = "splashfleet"
@@ -162,6 +162,52 @@ def test_a_name_follows_dns_while_the_crawl_runs(fleet_of_addresses, tmp_path):
     assert served == {n11.name, n12.name, n13.name}
     assert "joins once its probes pass" in result.log
     assert f"cannot resolve {NAME}" in result.log and result.log.count("cannot resolve") == 1
+
+
+def test_a_shared_fleet_follows_dns_in_every_crawler(fleet_of_addresses, tmp_path):
+    # Two crawlers share the fleet through Redis; the name gains an address
+    # mid-crawl. Both follow it, and the new node's slots are the fleet's:
+    # maxconn 2 for both crawlers together on a node that accepts 20.
+    port, (n11, n12, _) = fleet_of_addresses
+    view = ResolverView(tmp_path)
+    view.set("127.0.0.11")
+    redis = RedisServer()
+    try:
+        ports = [free_port(), free_port()]
+        crawls = [
+            Crawl(
+                settings_for(
+                    [],
+                    SPLASH_URLS=[f"http://{NAME}:{port}"],
+                    SPLASH_CLUSTER_MAXCONN=2,
+                    SPLASH_CLUSTER_DNS_INTERVAL=0.1,
+                    SPLASH_CLUSTER_REDIS_URL=redis.url,
+                    SPLASH_CLUSTER_STATS_PORT=stats_port,
+                    SPLASH_CLUSTER_STATS_PASSWORD=PASSWORD,
+                    CONCURRENT_REQUESTS=6,
+                    CONCURRENT_REQUESTS_PER_DOMAIN=6,
+                ),
+                pages(200, domain=f"site{i}.com", args={"wait": 0.1}),
+                prefix=view.prefix(),
+            )
+            for i, stats_port in enumerate(ports)
+        ]
+        wait_for(lambda: n11.stats()["requests"] > 10, "renders on the one address")
+        view.set("127.0.0.11", "127.0.0.12")
+        wait_for(
+            lambda: all(
+                nodes_by_address(p).get("127.0.0.12", {}).get("requests", 0) > 0 for p in ports
+            ),
+            "both crawlers sending renders to the new address",
+        )
+        results = [c.result() for c in crawls]
+    finally:
+        redis.stop()
+    for result in results:
+        assert_clean(result)
+        assert len(result.items) == 200 and not errors(result)
+        assert "joins once its probes pass" in result.log
+    assert n11.stats()["max_in_progress"] == 2 and n12.stats()["max_in_progress"] == 2
 
 
 def test_a_name_that_resolves_to_nothing_stops_the_start(tmp_path):

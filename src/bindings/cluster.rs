@@ -372,16 +372,10 @@ impl SplashCluster {
             };
             let _entered = runtime.enter();
             let policy = Box::new(LeastConn::new());
-            // A shared fleet's nodes are fixed when it is joined (its Redis
-            // keys and shares are per node): names are resolved at start.
-            let dns_interval = config.dns_interval.filter(|_| link.is_none());
-            if link.is_some() && config.dns_interval.is_some() && !names.is_empty() {
-                tracing::warn!(
-                    target: "scrapy_splash_cluster::dns",
-                    "with SPLASH_CLUSTER_REDIS_URL the nodes' names are resolved at start only: \
-                     restart the crawl to follow a changed fleet"
-                );
-            }
+            // In a shared fleet too: a node is its address, every process
+            // follows the same DNS, and an address that joins is added to
+            // the fleet's nodes at the pool's next index.
+            let dns_interval = config.dns_interval;
             let started = match link {
                 None => Cluster::start(config, transport, policy),
                 Some((link, lease_ttl)) => {

@@ -323,7 +323,18 @@ pub fn spawn<T: Transport>(
                         name.host,
                         spec.endpoint.display()
                     );
-                    let node = pool.add_node(spec, Health::joining(tokio::time::Instant::now()));
+                    let shown = spec.endpoint.display().to_string();
+                    let joined = pool.add_node(spec, Health::joining(tokio::time::Instant::now()));
+                    let node = match joined {
+                        Ok(node) => node,
+                        Err(error) => {
+                            tracing::warn!(
+                                target: "scrapy_splash_cluster::dns",
+                                "Splash node {shown} cannot join the fleet: {error}"
+                            );
+                            continue;
+                        }
+                    };
                     name.addresses.push(KnownAddress {
                         ip,
                         node,

@@ -82,7 +82,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -173,7 +173,7 @@ pub struct Taken {
 /// The fleet as Redis sees it, returned by [`Fleet::renew`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetView {
-    /// Per node (in connect order), renders in flight in every process.
+    /// Per node (in the pool's order: at connect, then as DNS adds them), renders in flight in every process.
     pub in_flight: Vec<usize>,
     /// Per node, `Some(reason)` when the fleet's verdict is DOWN.
     pub down: Vec<Option<String>>,
@@ -363,8 +363,8 @@ pub(crate) struct Keys {
     processes: String,
     prober: String,
     events: String,
-    /// `{p}:leases:<node key>`, per node in connect order.
-    leases: Vec<String>,
+    /// The prefix, for the keys of nodes that join later.
+    prefix: String,
 }
 
 impl Keys {
@@ -375,11 +375,11 @@ impl Keys {
 
     /// The fleet-wide keys: nodes, verdicts, processes, prober.
     pub(crate) fn fleet_keys(prefix: &str) -> [String; 4] {
-        let keys = Keys::new(prefix, &[]);
+        let keys = Keys::new(prefix);
         [keys.nodes, keys.verdicts, keys.processes, keys.prober]
     }
 
-    fn new(prefix: &str, nodes: &[FleetNode]) -> Self {
+    fn new(prefix: &str) -> Self {
         let tag = format!("{{{prefix}}}");
         Self {
             nodes: format!("{tag}:nodes"),
@@ -387,11 +387,37 @@ impl Keys {
             processes: format!("{tag}:processes"),
             prober: format!("{tag}:prober"),
             events: format!("{tag}:events"),
-            leases: nodes
-                .iter()
-                .map(|n| Keys::leases_of(prefix, &n.key))
-                .collect(),
+            prefix: prefix.to_owned(),
         }
+    }
+}
+
+/// The fleet's nodes as this process knows them, by index (the pool's).
+#[derive(Debug, Default)]
+struct Members {
+    nodes: Vec<FleetNode>,
+    /// `"maxconn weight"` per node, as scripts take it.
+    specs: Vec<String>,
+    /// `{p}:leases:<node key>` per node.
+    leases: Vec<String>,
+}
+
+impl Members {
+    fn index(&self, node: usize) -> Result<usize, FleetError> {
+        if node < self.nodes.len() {
+            Ok(node)
+        } else {
+            Err(FleetError::InvalidArgument(format!(
+                "node index {node} out of range: the fleet knows {} nodes",
+                self.nodes.len()
+            )))
+        }
+    }
+
+    fn push(&mut self, prefix: &str, node: FleetNode) {
+        self.specs.push(format!("{} {}", node.maxconn, node.weight));
+        self.leases.push(Keys::leases_of(prefix, &node.key));
+        self.nodes.push(node);
     }
 }
 
@@ -402,9 +428,8 @@ pub struct Fleet {
     client: Client,
     manager: ConnectionManager,
     keys: Keys,
-    nodes: Vec<FleetNode>,
-    /// `"maxconn weight"` per node, as scripts take it.
-    specs: Vec<String>,
+    /// The nodes, in the order they joined (at connect, then from DNS).
+    members: RwLock<Members>,
     ttl_ms: u64,
     process_id: String,
     next_lease: AtomicU64,
@@ -419,7 +444,7 @@ impl fmt::Debug for Fleet {
         f.debug_struct("Fleet")
             .field("url", &self.shown_url)
             .field("process_id", &self.process_id)
-            .field("nodes", &self.nodes)
+            .field("nodes", &self.members().nodes)
             .finish_non_exhaustive()
     }
 }
@@ -489,13 +514,13 @@ impl Fleet {
             .await
             .map_err(connect_error)?;
 
+        let mut members = Members::default();
+        for node in nodes {
+            members.push(prefix, node);
+        }
         let fleet = Fleet {
-            keys: Keys::new(prefix, &nodes),
-            specs: nodes
-                .iter()
-                .map(|n| format!("{} {}", n.maxconn, n.weight))
-                .collect(),
-            nodes,
+            keys: Keys::new(prefix),
+            members: RwLock::new(members),
             client,
             manager,
             ttl_ms,
@@ -516,8 +541,11 @@ impl Fleet {
             .key(&self.keys.processes)
             .arg(self.ttl_ms)
             .arg(&self.process_id);
-        for (node, spec) in self.nodes.iter().zip(&self.specs) {
-            invocation.arg(&node.key).arg(spec);
+        {
+            let members = self.members();
+            for (node, spec) in members.nodes.iter().zip(&members.specs) {
+                invocation.arg(&node.key).arg(spec);
+            }
         }
         let disagreements: Vec<String> = invocation
             .invoke_async(&mut self.manager.clone())
@@ -526,7 +554,8 @@ impl Fleet {
         let mut warnings = Vec::new();
         for pair in disagreements.chunks(2) {
             let [key, registered] = pair else { break };
-            let ours = self.nodes.iter().find(|n| &n.key == key);
+            let members = self.members();
+            let ours = members.nodes.iter().find(|n| &n.key == key);
             let (theirs_maxconn, theirs_weight) =
                 registered.split_once(' ').unwrap_or((registered, "?"));
             if let Some(ours) = ours {
@@ -564,14 +593,17 @@ impl Fleet {
             .arg(self.ttl_ms)
             .arg(&lease.0)
             .arg(start % candidates.len());
-        for candidate in candidates {
-            let node = self.node_index(candidate.node)?;
-            let rank = u8::from(candidate.tried) * 2 + u8::from(!candidate.preferred);
-            invocation
-                .key(&self.keys.leases[node])
-                .arg(&self.nodes[node].key)
-                .arg(rank)
-                .arg(&self.specs[node]);
+        {
+            let members = self.members();
+            for candidate in candidates {
+                let node = members.index(candidate.node)?;
+                let rank = u8::from(candidate.tried) * 2 + u8::from(!candidate.preferred);
+                invocation
+                    .key(&members.leases[node])
+                    .arg(&members.nodes[node].key)
+                    .arg(rank)
+                    .arg(&members.specs[node]);
+            }
         }
         let chosen: usize = invocation
             .invoke_async(&mut self.manager.clone())
@@ -612,13 +644,16 @@ impl Fleet {
             .key(&self.keys.processes)
             .arg(self.ttl_ms)
             .arg(&self.process_id);
-        for (node, ids) in by_node.iter().enumerate() {
-            invocation
-                .key(&self.keys.leases[node])
-                .arg(&self.nodes[node].key)
-                .arg(&self.specs[node])
-                .arg(ids.len())
-                .arg(ids);
+        {
+            let members = self.members();
+            for (node, ids) in by_node.iter().enumerate() {
+                invocation
+                    .key(&members.leases[node])
+                    .arg(&members.nodes[node].key)
+                    .arg(&members.specs[node])
+                    .arg(ids.len())
+                    .arg(ids);
+            }
         }
         type Renewed = (
             Vec<usize>,
@@ -677,13 +712,13 @@ impl Fleet {
     /// Sets a node's verdict for the whole fleet (`Some(reason)`: DOWN,
     /// `None`: UP), and publishes it when it changed.
     pub async fn set_verdict(&self, node: usize, down: Option<&str>) -> Result<(), FleetError> {
-        let node = self.node_index(node)?;
+        let key = self.node_key(node)?;
         let value = down.map_or_else(String::new, |reason| format!("DOWN {reason}"));
         SCRIPTS
             .verdict
             .key(&self.keys.verdicts)
             .arg(&self.keys.events)
-            .arg(&self.nodes[node].key)
+            .arg(key)
             .arg(value)
             .arg(self.ttl_ms)
             .invoke_async::<u8>(&mut self.manager.clone())
@@ -701,8 +736,7 @@ impl Fleet {
         cause: DrainCause,
         detail: Option<&str>,
     ) -> Result<(), FleetError> {
-        let node = self.node_index(node)?;
-        let field = format!("drain:{}:{}", cause.as_str(), self.nodes[node].key);
+        let field = format!("drain:{}:{}", cause.as_str(), self.node_key(node)?);
         SCRIPTS
             .verdict
             .key(&self.keys.verdicts)
@@ -726,12 +760,12 @@ impl Fleet {
         limit: FleetLimit,
         only_if_absent: bool,
     ) -> Result<(), FleetError> {
-        let node = self.node_index(node)?;
+        let field = format!("limit:{}", self.node_key(node)?);
         let mut invocation = SCRIPTS.verdict.prepare_invoke();
         invocation
             .key(&self.keys.verdicts)
             .arg(&self.keys.events)
-            .arg(format!("limit:{}", self.nodes[node].key))
+            .arg(field)
             .arg(limit.format())
             .arg(self.ttl_ms);
         if only_if_absent {
@@ -807,10 +841,12 @@ impl Fleet {
         invocation: &mut redis::ScriptInvocation<'_>,
         leases: &[(usize, LeaseId)],
     ) -> Result<(), FleetError> {
-        for (node, ids) in self.group_by_node(leases)?.iter().enumerate() {
+        let by_node = self.group_by_node(leases)?;
+        let members = self.members();
+        for (node, ids) in by_node.iter().enumerate() {
             if !ids.is_empty() {
                 invocation
-                    .key(&self.keys.leases[node])
+                    .key(&members.leases[node])
                     .arg(ids.len())
                     .arg(ids);
             }
@@ -818,27 +854,38 @@ impl Fleet {
         Ok(())
     }
 
-    /// The lease ids per node, in connect order.
+    /// The lease ids per node, in the pool's order.
     fn group_by_node<'a>(
         &self,
         leases: &'a [(usize, LeaseId)],
     ) -> Result<Vec<Vec<&'a str>>, FleetError> {
-        let mut by_node = vec![Vec::new(); self.nodes.len()];
+        let members = self.members();
+        let mut by_node = vec![Vec::new(); members.nodes.len()];
         for (node, lease) in leases {
-            by_node[self.node_index(*node)?].push(lease.0.as_str());
+            by_node[members.index(*node)?].push(lease.0.as_str());
         }
         Ok(by_node)
     }
 
-    fn node_index(&self, node: usize) -> Result<usize, FleetError> {
-        if node < self.nodes.len() {
-            Ok(node)
-        } else {
-            Err(FleetError::InvalidArgument(format!(
-                "node index {node} out of range: the fleet was connected with {} nodes",
-                self.nodes.len()
-            )))
-        }
+    fn members(&self) -> RwLockReadGuard<'_, Members> {
+        self.members.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A node's key (its URL without credentials), checked.
+    fn node_key(&self, node: usize) -> Result<String, FleetError> {
+        let members = self.members();
+        Ok(members.nodes[members.index(node)?].key.clone())
+    }
+
+    /// Adds a node that joined after connect (a new address of a name in
+    /// DNS), at the next index: the pool's index for it. Redis learns its
+    /// maxconn and weight from the next take or renewal (HSETNX: a value
+    /// another process registered first holds).
+    pub fn add_node(&self, node: FleetNode) -> Result<usize, FleetError> {
+        validate_nodes(std::slice::from_ref(&node))?;
+        let mut members = self.members.write().unwrap_or_else(PoisonError::into_inner);
+        members.push(&self.keys.prefix, node);
+        Ok(members.nodes.len() - 1)
     }
 
     fn command_error(&self, op: &'static str, e: &RedisError) -> FleetError {

@@ -20,7 +20,9 @@ use tokio::time::Instant;
 
 use tokio::sync::{mpsc, Notify};
 
-use super::fleet::{Fleet, FleetCandidate, FleetError, FleetLimit, FleetView, LeaseId, Taken};
+use super::fleet::{
+    Fleet, FleetCandidate, FleetError, FleetLimit, FleetNode, FleetView, LeaseId, Taken,
+};
 
 /// Where the pool counts its slots.
 pub enum SlotAccounting {
@@ -56,7 +58,8 @@ pub struct Outboxes {
 /// The fleet side of the seam.
 pub struct FleetSlots {
     fleet: Fleet,
-    maxconns: Vec<usize>,
+    /// Per node, in the pool's order (nodes from DNS join at the end).
+    maxconns: Mutex<Vec<usize>>,
     /// Leases this process holds, by lease id: renewed together, restored
     /// together when Redis comes back.
     held: Mutex<HashMap<String, usize>>,
@@ -109,7 +112,7 @@ impl FleetSlots {
         let shares = maxconns.clone();
         let slots = Arc::new(Self {
             fleet,
-            maxconns,
+            maxconns: Mutex::new(maxconns),
             held: Mutex::new(HashMap::new()),
             releases,
             limit_writes,
@@ -145,7 +148,7 @@ impl FleetSlots {
     /// mode (the script enforces it fleet-wide), its share in fallback.
     pub fn local_maxconn(&self, node: usize) -> usize {
         if !self.in_fallback() {
-            self.maxconns[node]
+            lock(&self.maxconns)[node]
         } else if lock(&self.recovering_since).is_some() {
             // Redis is back and counts what this process holds; a slot taken
             // here now would be one it does not count.
@@ -160,6 +163,17 @@ impl FleetSlots {
     pub fn share_of(&self, total: usize) -> usize {
         let (rank, processes) = *lock(&self.rank);
         share(total, processes, rank)
+    }
+
+    /// A node that joined after connect (from DNS): the fleet learns it,
+    /// at the index the pool gives it (the next one).
+    pub fn add_node(&self, node: FleetNode) -> Result<usize, FleetError> {
+        let maxconn = node.maxconn;
+        let index = self.fleet.add_node(node)?;
+        lock(&self.maxconns).push(maxconn);
+        let share = self.share_of(maxconn);
+        lock(&self.shares).push(share);
+        Ok(index)
     }
 
     /// Records that Redis answered.
@@ -247,8 +261,7 @@ impl FleetSlots {
             None => (1, 0),
         };
         *lock(&self.rank) = (rank, processes);
-        *lock(&self.shares) = self
-            .maxconns
+        *lock(&self.shares) = lock(&self.maxconns)
             .iter()
             .map(|&maxconn| share(maxconn, processes, rank))
             .collect();
@@ -296,7 +309,7 @@ impl FleetSlots {
         let me = self.fleet.process_id().to_owned();
         let (processes, in_flight) = match &*lock(&self.view) {
             Some(view) => (view.processes.clone(), view.in_flight.clone()),
-            None => (vec![me.clone()], vec![0; self.maxconns.len()]),
+            None => (vec![me.clone()], vec![0; lock(&self.maxconns).len()]),
         };
         FleetReport {
             shared: !self.in_fallback(),

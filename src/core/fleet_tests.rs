@@ -275,6 +275,26 @@ async fn the_fleets_adaptive_limit_caps_every_process_together() {
 }
 
 #[tokio::test]
+async fn a_node_that_joins_later_is_counted_for_every_process() {
+    // Node 1 is a new address from DNS: each process adds it on its own.
+    let server = RedisServer::start();
+    let a = fleet(&server, &[(2, 1)]).await;
+    let b = fleet(&server, &[(2, 1)]).await;
+    let joined = nodes(&[(2, 1), (2, 1)]).pop().unwrap();
+    assert_eq!(a.add_node(joined.clone()).unwrap(), 1);
+    assert_eq!(b.add_node(joined).unwrap(), 1);
+    assert_eq!(take_node(&a, &only(1), 0).await, Some(1));
+    assert_eq!(take_node(&b, &only(1), 0).await, Some(1));
+    assert_eq!(take_node(&a, &only(1), 0).await, None, "maxconn 2 for both");
+    let view = b.renew(&[]).await.unwrap();
+    assert_eq!(view.in_flight, vec![0, 2]);
+    assert!(matches!(
+        a.set_verdict(2, None).await,
+        Err(FleetError::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test]
 async fn a_limit_the_fleet_cannot_read_counts_as_none() {
     let server = RedisServer::start();
     let a = fleet(&server, &[(5, 1)]).await;
@@ -633,7 +653,7 @@ async fn one_process_leads_the_probes_and_another_takes_over_after_the_ttl() {
 
 #[test]
 fn keys_share_one_hash_tag_and_lease_ids_are_unique() {
-    let keys = Keys::new("crawl", &nodes(&[(1, 1)]));
+    let keys = Keys::new("crawl");
     for key in [
         &keys.nodes,
         &keys.verdicts,
@@ -643,7 +663,10 @@ fn keys_share_one_hash_tag_and_lease_ids_are_unique() {
     ] {
         assert!(key.starts_with("{crawl}:"), "{key}");
     }
-    assert_eq!(keys.leases, vec!["{crawl}:leases:http://10.0.0.0:8050"]);
+    assert_eq!(
+        Keys::leases_of("crawl", "http://10.0.0.0:8050"),
+        "{crawl}:leases:http://10.0.0.0:8050"
+    );
     assert_eq!(password_of("redis://u:p@w@h:1"), Some("p@w".to_owned()));
     assert_eq!(password_of("redis://h:1"), None);
     assert_eq!(scrub("bad p@w here", Some("p@w")), "bad *** here");

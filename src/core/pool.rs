@@ -21,7 +21,7 @@ use super::adaptive::{AdaptiveLimit, Change, Sample};
 use super::admission::{AdmissionQueue, Tried};
 use super::config::{HealthThresholds, NodeSpec};
 use super::drain::{Drain, DrainCause, DrainChange, RssOverLimit};
-use super::fleet::{FleetCandidate, FleetLimit, LeaseId, Taken};
+use super::fleet::{FleetCandidate, FleetError, FleetLimit, FleetNode, LeaseId, Taken};
 use super::fleet_slots::{FleetReport, FleetSlots, SlotAccounting};
 use super::health::{Health, Phase, ProbeResult, Transition};
 use super::node::{NodeSnapshot, NodeState};
@@ -1047,14 +1047,22 @@ impl Pool {
     }
 
     /// Adds a node (one DNS found while running); its index.
-    pub fn add_node(&self, spec: NodeSpec, health: Health) -> usize {
+    pub fn add_node(&self, spec: NodeSpec, health: Health) -> Result<usize, FleetError> {
         let mut state = lock(&self.shared.state);
+        if let SlotAccounting::Fleet(fleet) = &self.shared.accounting {
+            // Under the pool's lock, so both give the node the same index.
+            fleet.add_node(FleetNode {
+                key: spec.endpoint.base_url(),
+                maxconn: spec.maxconn,
+                weight: spec.weight,
+            })?;
+        }
         let mut node = NodeState::with_health(spec, health);
         if state.adaptive {
             node.adaptive = Some(AdaptiveLimit::new(node.spec.maxconn, Instant::now()));
         }
         state.nodes.push(node);
-        state.nodes.len() - 1
+        Ok(state.nodes.len() - 1)
     }
 
     /// Whether the node left DNS and has nothing in flight.
