@@ -296,6 +296,26 @@ async def test_all_nodes_down_then_one_back(splash_nodes, make_cluster):
     assert cluster.nodes()[0].state == "DOWN"
 
 
+async def test_nodes_found_gone_cost_no_retry(splash_nodes, make_cluster):
+    # Three nodes gone at once (as nodes reaching --maxrss together are) and
+    # one retry: the refusals are not counted, so the request waits for a
+    # node to come back instead of failing after two refusals in 10 ms.
+    nodes = splash_nodes(3)
+    for node in nodes:
+        node.set_fault("refuse")
+    cluster = make_cluster([n.url for n in nodes], retries=1, queue_timeout=20)
+    pending = asyncio.ensure_future(cluster.request("GET", render()))
+    for index in range(3):
+        await wait_for_state(cluster, index, "DOWN")
+    await asyncio.sleep(0.3)
+    assert not pending.done()
+    assert cluster.queue()["waiting"] == 1
+    nodes[2].set_fault("none")
+    response = await asyncio.wait_for(pending, 10)
+    assert response.status == 200
+    assert [o for _, o, _ in response.attempts] == ["connection refused"] * 3 + ["200"]
+
+
 async def test_all_nodes_down_ends_in_no_node_available(splash_nodes, make_cluster):
     (a,) = splash_nodes(1)
     a.set_fault("refuse")

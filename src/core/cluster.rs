@@ -28,7 +28,7 @@ use super::pool::{AcquireError, Lease, Pool, QueueStats};
 use super::prober::{spawn_probes, ProbeSettings};
 use super::render_budget::RenderBudget;
 use super::report::{ClusterReport, ReportSource, RequestTotals};
-use super::retry::RetryPolicy;
+use super::retry::{RetryPolicy, Spent};
 use super::selection::SelectionPolicy;
 use super::stats_server;
 use super::transport::{NodeRequest, NodeResponse, SavedArgs, Transport};
@@ -252,6 +252,7 @@ impl<T: Transport> Cluster<T> {
         let deadline = started + timeout;
         let mut abort = self.abort.subscribe();
         let mut attempts: Vec<Attempt> = Vec::new();
+        let mut spent = Spent::default();
         let mut tried = Tried::preferring(self.node_indices(request.saved_args.as_ref()));
         let mut previous: Option<usize> = None;
         let budget = self.adaptive.then(|| RenderBudget::of(&request));
@@ -314,6 +315,7 @@ impl<T: Transport> Cluster<T> {
             } = sent;
             drop(lease);
             previous = Some(node);
+            spent.add(&outcome);
             if outcome.is_node_death() && tried.record_node_death(node, life) >= self.poison_limit {
                 return Err(ClusterError::Poisoned {
                     limit: self.poison_limit,
@@ -321,9 +323,10 @@ impl<T: Transport> Cluster<T> {
                 });
             }
             let now = Instant::now();
+            let nodes = self.pool.node_count();
             if self
                 .retry
-                .should_retry(&outcome, attempts.len(), now, deadline)
+                .should_retry(&outcome, spent, nodes, now, deadline)
             {
                 if outcome != Outcome::RenderTimeout || self.budget_allows_retry(now) {
                     continue;

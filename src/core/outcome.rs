@@ -102,6 +102,17 @@ impl Outcome {
         )
     }
 
+    /// Whether the attempt found its node already gone: the connection
+    /// refused (nothing was rendering; the node is DOWN at once) or the node
+    /// marked DOWN under the attempt. The retry policy does not count these
+    /// against `retries` (see `retry`).
+    pub fn found_node_gone(&self) -> bool {
+        matches!(
+            self,
+            Outcome::NodeFailure(NodeFailure::ConnectionRefused) | Outcome::Abandoned
+        )
+    }
+
     /// Whether the attempt ended with an HTTP answer that can be returned.
     pub fn has_answer(&self) -> bool {
         matches!(
