@@ -71,7 +71,7 @@ def _apply(node: MockSplashNode, action: str) -> None:
         raise ValueError(f"unknown fault action {action!r}")
 
 
-class _Crawl:
+class CrawlProcess:
     """The crawler process, and the threads that watch it and hurt the victim node."""
 
     def __init__(self, python: Path, config_path: Path, result_path: Path, log_path: Path) -> None:
@@ -122,7 +122,10 @@ class _Crawl:
 
 
 def _run_faults(
-    crawl: _Crawl, victim: MockSplashNode, plan: list[FaultEvent], applied: list[dict[str, Any]]
+    crawl: CrawlProcess,
+    victim: MockSplashNode,
+    plan: list[FaultEvent],
+    applied: list[dict[str, Any]],
 ) -> None:
     """Apply the plan's events at their times after the crawl's start, until it ends."""
     while not crawl.started.wait(0.1):
@@ -153,7 +156,7 @@ def _run_faults(
         )
 
 
-def _poll_haproxy(crawl: _Crawl, haproxy: HAProxy, changes: list[dict[str, Any]]) -> None:
+def _poll_haproxy(crawl: CrawlProcess, haproxy: HAProxy, changes: list[dict[str, Any]]) -> None:
     """Record HAProxy's view of each server (UP, DOWN...) when it changes."""
     last: dict[str, str] = {}
     while not crawl.done.wait(0.25):
@@ -219,7 +222,7 @@ def run_once(spec: RunSpec, pythons: dict[str, Path], out_dir: Path) -> dict[str
             ),
         }
         config_path.write_text(json.dumps(config, indent=2))
-        crawl = _Crawl(python, config_path, result_path, log_path)
+        crawl = CrawlProcess(python, config_path, result_path, log_path)
         threads = [
             threading.Thread(
                 target=_run_faults, args=(crawl, nodes[VICTIM], plan, applied), daemon=True

@@ -5,7 +5,12 @@ mock, or a plain HTTP fetch, would return the page source), and the network
 here is loopback only. Each ``/page/<i>`` carries its data inline and builds
 ``#app`` with a script; the marker ``rendered-by-js:<i>`` is assembled by the
 script, so it never appears in the page source. ``/slow?delay=S`` answers
-after S seconds, for renders that time out on every node.
+after S seconds, for renders that time out on every node. ``/heavy/<i>?work=N&mb=M``
+is a page whose script computes for a while (N rounds of arithmetic) and
+holds M MB of strings before it builds ``#app``: a render that is CPU-bound
+in the node, so a node with less CPU takes longer over it (the adaptive
+benchmark on real Splash), and that raises the node's peak RSS (the
+``--maxrss`` benchmark).
 
 The server is stdlib ``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread;
 the scripts stay ES5, because QtWebKit 5.212 (the webkit engine) predates
@@ -39,6 +44,26 @@ document.title = "Page " + DATA.index;
 """
 
 
+# The script's work is a fixed count of arithmetic rounds, not a time: a node
+# given less CPU then takes longer over the same page, as with a real heavy site.
+_HEAVY_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>loading</title></head>
+<body><div id="app"></div>
+<script>
+var x = 0;
+for (var i = 1; i <= {work}; i++) {{ x = (x + Math.sqrt(i) * 1.000001) % 1000003; }}
+var held = [];
+for (var m = 0; m < {mb}; m++) {{
+  held.push(new Array(1 << 20).join(String.fromCharCode(97 + m % 26)));
+}}
+document.getElementById("app").innerHTML =
+  '<h1 id="marker">' + ["rendered", "by", "js"].join("-") + ":" + {index} + "</h1>" +
+  '<p id="work">' + Math.floor(x) + "</p>";
+document.title = "Heavy page " + {index};
+</script></body></html>
+"""
+
+
 def marker(index: int) -> str:
     """The string that only a page whose script ran contains."""
     return f"rendered-by-js:{index}"
@@ -59,6 +84,17 @@ class _Handler(BaseHTTPRequestHandler):
             words = [_WORDS[(index + k) % len(_WORDS)] for k in range(3)]
             data = json.dumps({"index": index, "words": words})
             self._send(200, _PAGE.format(data=data).encode(), "text/html; charset=utf-8")
+        elif parts.path.startswith("/heavy/"):
+            try:
+                index = int(parts.path.rsplit("/", 1)[1])
+                query = parse_qs(parts.query)
+                work = int(query.get("work", ["1000000"])[0])
+                mb = int(query.get("mb", ["0"])[0])
+            except ValueError:
+                self._send(404, b"no such page", "text/plain")
+                return
+            body = _HEAVY_PAGE.format(work=work, mb=mb, index=index).encode()
+            self._send(200, body, "text/html; charset=utf-8")
         elif parts.path == "/slow":
             delay = float(parse_qs(parts.query).get("delay", ["5"])[0])
             # Interruptible, so that stopping the site does not wait out a delay.
@@ -109,6 +145,11 @@ class JsSite:
 
     def page(self, index: int) -> str:
         return f"{self.url}/page/{index}"
+
+    def heavy(self, index: int, work: int, mb: int = 0) -> str:
+        """A page whose script runs ``work`` rounds of arithmetic and holds
+        ``mb`` MB of strings before it shows."""
+        return f"{self.url}/heavy/{index}?work={work}&mb={mb}"
 
     def slow(self, delay: float) -> str:
         return f"{self.url}/slow?delay={delay}"
