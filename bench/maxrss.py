@@ -76,6 +76,8 @@ def run(check: float, pages: int, told: bool) -> dict:
         "exits": sum(s["exits"] for s in stats),
         "renders_cut": sum(s["dropped"] for s in stats),
         "renders": sum(s["requests"] for s in stats),
+        # What ended each lost page: the typed error, its attempts.
+        "errors": [f"{i['error']}: {i.get('message')}" for i in errors],
         "pages_per_s": round(pages / elapsed, 1),
     }
 

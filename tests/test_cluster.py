@@ -9,6 +9,8 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -34,16 +36,24 @@ def node_of(response) -> str:
     return dict(response.headers)["x-mock-splash-node"].decode()
 
 
+async def poll(condition: Callable[[], Any], within: float = 10.0) -> Any:
+    """Polls `condition` until it returns something truthy, and returns it;
+    None if `within` seconds passed first."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        await asyncio.sleep(0.02)
+    return None
+
+
 async def wait_for_state(cluster: SplashCluster, index: int, state: str, within: float = 10.0):
     """Polls until node `index` is in `state`; fails the test with the node's
     snapshot otherwise."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        node = cluster.nodes()[index]
-        if node.state == state:
-            return node
-        await asyncio.sleep(0.02)
-    pytest.fail(f"node {index} never became {state}: {cluster.nodes()[index]!r}")
+    node = await poll(lambda: (n := cluster.nodes()[index]).state == state and n, within)
+    if not node:
+        pytest.fail(f"node {index} never became {state}: {cluster.nodes()[index]!r}")
+    return node
 
 
 async def test_answer_carries_node_and_attempts(splash_nodes, make_cluster):
@@ -244,6 +254,35 @@ async def test_node_killed_mid_render_costs_nothing(splash_nodes, make_cluster):
     }
 
 
+async def test_a_wave_of_node_deaths_does_not_poison_its_victims(splash_nodes, make_cluster):
+    # Nodes die in waves (started together, they exit at the same --maxrss
+    # check). A render cut by the first death, retried at once, lands on the
+    # next node of the wave and is cut again: two deaths under one request,
+    # which the poison limit (2) takes for a query of death. The retry waits
+    # 1 s after a death instead. Here the second node dies as soon as the
+    # cut render reaches it, or 0.3 s after the first death at the latest.
+    nodes = splash_nodes(2, latency=2.0)
+    cluster = make_cluster([n.url for n in nodes])
+    pending = asyncio.ensure_future(cluster.request("GET", render()))
+    busy = await poll(lambda: [i for i in (0, 1) if cluster.nodes()[i].in_flight])
+    assert busy, "the request never reached a node"
+    first, second = busy[0], 1 - busy[0]
+    nodes[first].kill()
+    assert await poll(lambda: cluster.nodes()[first].failures), "the cut was not counted"
+    # Without the pause the cut render is on the second node within
+    # milliseconds; with it, it is not there within 0.3 s.
+    await poll(lambda: cluster.nodes()[second].in_flight, within=0.3)
+    nodes[second].kill()
+    await asyncio.to_thread(nodes[first].restart)
+    response = await asyncio.wait_for(pending, 20)
+    assert response.status == 200
+    assert [a[0] for a in response.attempts] == [nodes[first].url, nodes[first].url]
+    assert response.attempts[0][1] in {
+        "connection closed before a whole response",
+        "connection reset",
+    }
+
+
 async def test_refusing_node_is_down_at_once_and_probes_bring_it_back(
     splash_nodes, make_cluster, caplog
 ):
@@ -300,14 +339,19 @@ async def test_nodes_found_gone_cost_no_retry(splash_nodes, make_cluster):
     # Three nodes gone at once (as nodes reaching --maxrss together are) and
     # one retry: the refusals are not counted, so the request waits for a
     # node to come back instead of failing after two refusals in 10 ms.
+    # Probes slow enough (three failed, 0.5 s apart) that the request, sent
+    # at once, is the one that finds every node gone.
     nodes = splash_nodes(3)
+    cluster = make_cluster(
+        [n.url for n in nodes], retries=1, queue_timeout=20, health_interval=0.5, fall=3
+    )
+    for index in range(3):
+        await wait_for_state(cluster, index, "UP")
     for node in nodes:
         node.set_fault("refuse")
-    cluster = make_cluster([n.url for n in nodes], retries=1, queue_timeout=20)
     pending = asyncio.ensure_future(cluster.request("GET", render()))
     for index in range(3):
         await wait_for_state(cluster, index, "DOWN")
-    await asyncio.sleep(0.3)
     assert not pending.done()
     assert cluster.queue()["waiting"] == 1
     nodes[2].set_fault("none")

@@ -329,6 +329,15 @@ impl<T: Transport> Cluster<T> {
                 .should_retry(&outcome, spent, nodes, now, deadline)
             {
                 if outcome != Outcome::RenderTimeout || self.budget_allows_retry(now) {
+                    if let Some(pause) = self.retry.pause_before_retry(&outcome) {
+                        let until = (now + pause).min(deadline);
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(until) => {}
+                            _ = abort.wait_for(|aborted| *aborted) => {
+                                return Err(ClusterError::Closed { attempts });
+                            }
+                        }
+                    }
                     continue;
                 }
                 self.totals.deny_retry();
@@ -747,6 +756,27 @@ mod tests {
                 "http://a invalid HTTP response",
                 "http://b invalid HTTP response"
             ]
+        );
+        assert_idle(&c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_render_cut_by_its_node_is_retried_after_the_pause() {
+        let closed = Script::Fail(TransportError::ClosedMidResponse);
+        let c = cluster(&[("a", closed), ("b", OK)], true);
+        let started = Instant::now();
+        let response = c.request(request(), Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            outcomes(&response.attempts),
+            vec![
+                "http://a connection closed before a whole response",
+                "http://b 200"
+            ]
+        );
+        // The pause, then b's 10 ms answer: virtual time, exact.
+        assert_eq!(
+            started.elapsed(),
+            crate::core::retry::AFTER_NODE_DEATH + Duration::from_millis(10)
         );
         assert_idle(&c);
     }

@@ -103,14 +103,12 @@ impl Outcome {
     }
 
     /// Whether the attempt found its node already gone: the connection
-    /// refused (nothing was rendering; the node is DOWN at once) or the node
-    /// marked DOWN under the attempt. The retry policy does not count these
-    /// against `retries` (see `retry`).
+    /// refused, so nothing was rendering and the node is DOWN at once. The
+    /// retry policy does not count these against `retries` (see `retry`).
+    /// An attempt abandoned because probes took the node DOWN is not one:
+    /// the node may have frozen under that very render.
     pub fn found_node_gone(&self) -> bool {
-        matches!(
-            self,
-            Outcome::NodeFailure(NodeFailure::ConnectionRefused) | Outcome::Abandoned
-        )
+        matches!(self, Outcome::NodeFailure(NodeFailure::ConnectionRefused))
     }
 
     /// Whether the attempt ended with an HTTP answer that can be returned.

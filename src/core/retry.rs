@@ -1,4 +1,4 @@
-//! When a request gets another attempt.
+//! When a request gets another attempt, and how soon.
 //!
 //! HAProxy's `retries` with `option redispatch`: up to `retries` attempts
 //! after the first, for the outcomes the outcome table marks retryable (node
@@ -7,22 +7,38 @@
 //! own timeout. The policy only decides; the request keeps its [`Spent`]
 //! tally.
 //!
-//! An attempt that found its node already gone (a refused connection, or the
-//! node marked DOWN under it) is not counted against `retries`: nothing was
-//! rendered, and the node is DOWN after it, so the next attempt waits in the
-//! queue for a node that is UP instead of being thrown at another dead one.
-//! Counting them lost pages when nodes died together (Splash nodes that
-//! reach `--maxrss` at the same pace exit within seconds of each other): a
-//! render cut by one exit, then three refusals on nodes that had exited but
-//! were not yet known DOWN, used up `retries = 3` in 10 ms, while the nodes
-//! were back 5 s later. Such attempts are bounded on their own: at most two
-//! per node of the cluster (a node found gone when it exits, and once more
-//! if it fails again right after its probes bring it back), and every one
-//! of them also waits, in the queue, within the request's timeout.
+//! An attempt that found its node already gone (a refused connection) is
+//! not counted against `retries`: nothing was rendered, and the node is
+//! DOWN after it, so the next attempt waits in the queue for a node that is
+//! UP instead of being thrown at another dead one. Counting them lost pages
+//! when nodes died together (Splash nodes that reach `--maxrss` at the same
+//! pace exit within seconds of each other): a render cut by one exit, then
+//! refusals on nodes that had exited but were not yet known DOWN, used up
+//! `retries = 3` in 10 ms, while the nodes were back 5 s later. Such
+//! attempts are bounded on their own: at most twice the number of nodes in
+//! all (each node found gone when it exits, and once more if it fails again
+//! right after its probes bring it back), each followed by a wait in the
+//! queue within the request's timeout.
+//!
+//! A render cut by its node's death is retried after a pause
+//! ([`AFTER_NODE_DEATH`]). Node deaths come in waves: nodes started together
+//! that reach `--maxrss` at the same pace exit at the same check, within
+//! milliseconds; a host that goes down takes all its nodes. Retried at once,
+//! the cut render lands on the next node of the wave and is cut again, and
+//! the poison limit reads two deaths under one request as a query of death
+//! (seen on real Splash: an innocent page failed as poisoned). After the
+//! pause the wave has shown itself (its nodes are DOWN), and the retry goes
+//! to a node that survived it. A real query of death is only delayed: it
+//! still meets the poison limit at its next kill.
+
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::outcome::Outcome;
+
+/// How long a render cut by its node's death waits before its retry.
+pub const AFTER_NODE_DEATH: Duration = Duration::from_secs(1);
 
 /// Attempts found a node already gone, at most, per node of the cluster.
 const NODE_GONE_PER_NODE: usize = 2;
@@ -77,6 +93,11 @@ impl RetryPolicy {
         };
         outcome.action().retry && within && now < deadline
     }
+
+    /// How long to wait before the retry that follows `outcome`.
+    pub fn pause_before_retry(&self, outcome: &Outcome) -> Option<Duration> {
+        outcome.is_node_death().then_some(AFTER_NODE_DEATH)
+    }
 }
 
 #[cfg(test)]
@@ -115,13 +136,16 @@ mod tests {
         let policy = RetryPolicy::new(1);
         let now = Instant::now();
         let later = now + Duration::from_secs(1);
-        let so_far = spent(&[CUT, REFUSED, REFUSED, Outcome::Abandoned]);
+        let so_far = spent(&[CUT, REFUSED, REFUSED, REFUSED]);
         assert!(policy.should_retry(&REFUSED, so_far, 3, now, later));
-        assert!(policy.should_retry(&Outcome::Abandoned, so_far, 3, now, later));
-        // The next counted failure is the one retry's end.
-        let mut after = so_far;
-        after.add(&CUT);
-        assert!(!policy.should_retry(&CUT, after, 3, now, later));
+        // The next counted failure is the one retry's end; a node that was
+        // taken DOWN under the attempt (it may have frozen under this very
+        // render) counts.
+        for counted in [CUT, Outcome::Abandoned] {
+            let mut after = so_far;
+            after.add(&counted);
+            assert!(!policy.should_retry(&counted, after, 3, now, later));
+        }
     }
 
     #[test]
@@ -134,6 +158,17 @@ mod tests {
         assert!(!policy.should_retry(&REFUSED, spent(&[REFUSED; 3]), 1, now, later));
         // Past the deadline, never.
         assert!(!policy.should_retry(&REFUSED, spent(&[REFUSED]), 3, later, later));
+    }
+
+    #[test]
+    fn only_a_render_cut_by_its_node_waits_before_its_retry() {
+        let policy = RetryPolicy::new(3);
+        assert_eq!(policy.pause_before_retry(&CUT), Some(AFTER_NODE_DEATH));
+        let reset = Outcome::NodeFailure(NodeFailure::ConnectionReset);
+        assert_eq!(policy.pause_before_retry(&reset), Some(AFTER_NODE_DEATH));
+        for outcome in [REFUSED, Outcome::RenderTimeout, Outcome::Abandoned] {
+            assert_eq!(policy.pause_before_retry(&outcome), None);
+        }
     }
 
     #[test]
