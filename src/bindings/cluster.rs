@@ -200,6 +200,8 @@ fn fleet_options(url: String, key_prefix: &str, lease_ttl: f64) -> PyResult<Flee
         url,
         key_prefix: key_prefix.to_owned(),
         lease_ttl,
+        // Set from the cluster's own setting when the fleet is joined.
+        adaptive: false,
     })
 }
 

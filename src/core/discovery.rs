@@ -330,7 +330,7 @@ pub fn spawn<T: Transport>(
                         Err(error) => {
                             tracing::warn!(
                                 target: "scrapy_splash_cluster::dns",
-                                "Splash node {shown} cannot join the fleet: {error}"
+                                "Splash node {shown} cannot join: {error}"
                             );
                             continue;
                         }

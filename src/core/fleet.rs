@@ -27,7 +27,7 @@
 //! |---|---|---|
 //! | `{p}:nodes` | HASH | node key (its URL without credentials) -> `"maxconn weight"`, the first registered value holds |
 //! | `{p}:leases:<node key>` | ZSET | one member per render in flight on the node, any process: lease id (`<process id>:<counter>`) -> expiry (ms, server clock) |
-//! | `{p}:verdicts` | HASH | node key -> `"DOWN <reason>"` for each node the fleet holds DOWN (absent: UP); `drain:operator:<node key>` -> `"1"` for a node an operator drained, `drain:maxrss:<node key>` -> `"<peak> <limit>"` (bytes) for one the prober found past its `--maxrss`; `limit:<node key>` -> `"<limit> <best>"`, the node's adaptive limit (the prober process decides it, every process's renders count against it) |
+//! | `{p}:verdicts` | HASH | `adaptive` -> `"on"`/`"off"` (set by the first process to join); node key -> `"DOWN <reason>"` for each node the fleet holds DOWN (absent: UP); `drain:operator:<node key>` -> `"1"` for a node an operator drained, `drain:maxrss:<node key>` -> `"<peak> <limit>"` (bytes) for one the prober found past its `--maxrss`; `limit:<node key>` -> `"<limit> <best>"`, the node's adaptive limit (the prober process decides it, every process's renders count against it) |
 //! | `{p}:processes` | ZSET | live process id -> heartbeat expiry (ms, server clock) |
 //! | `{p}:prober` | STRING | the id of the process that probes the nodes for the fleet, expiring (PX) |
 //! | `{p}:events` | channel | `release <count>` when leases are given back, `verdict <node key>` when a verdict changes |
@@ -49,7 +49,7 @@
 //!
 //! | script | does |
 //! |---|---|
-//! | `register.lua` | at connect: registers the nodes (HSETNX) and the process; returns the nodes whose registered maxconn/weight differs |
+//! | `register.lua` | at connect: sets the fleet's `adaptive` mode if unset and refuses a process whose mode differs; registers the nodes (HSETNX) and the process; returns the nodes whose registered maxconn/weight differs |
 //! | `take.lua` | among the candidates not DOWN, not drained and below maxconn (or the fleet's adaptive limit, when lower) counting every process's unexpired leases (expired ones purged first): untried first, then preferred, then least `(in_flight + 1) / weight`, ties round from `start`; adds the lease, expiring TTL from now |
 //! | `release.lua` | removes a batch of leases; publishes one `release` |
 //! | `renew.lua` | purges expired leases, then renews this process's (ZADD XX: never revives one), refreshes the heartbeat, returns per node the fleet's leases and verdict, and the live processes |
@@ -112,6 +112,11 @@ pub struct FleetOptions {
     /// How long a lease, and a process's heartbeat, lives past its last
     /// renewal: a crawler that dies frees its slots after this long.
     pub lease_ttl: Duration,
+    /// Whether this process runs adaptive limits. One fleet, one setting:
+    /// the take script caps every process at the fleet's limits, so a
+    /// process without them would be held at limits nobody moves. The first
+    /// process to join decides; one that differs is refused.
+    pub adaptive: bool,
 }
 
 impl Default for FleetOptions {
@@ -120,6 +125,7 @@ impl Default for FleetOptions {
             url: String::new(),
             key_prefix: "splash_cluster".to_owned(),
             lease_ttl: Duration::from_secs(15),
+            adaptive: false,
         }
     }
 }
@@ -287,6 +293,14 @@ pub enum FleetError {
         /// The error.
         detail: String,
     },
+    /// The fleet's processes run adaptive limits and this one does not, or
+    /// the other way round.
+    AdaptiveMismatch {
+        /// The key prefix: the fleet.
+        prefix: String,
+        /// Whether the fleet runs adaptive limits.
+        fleet: bool,
+    },
     /// The caller passed something the fleet cannot use (a bug, not a
     /// Redis problem).
     InvalidArgument(String),
@@ -322,6 +336,18 @@ impl fmt::Display for FleetError {
             ),
             Self::Command { url, op, detail } => {
                 write!(f, "the fleet's Redis at {url} failed on {op}: {detail}")
+            }
+            Self::AdaptiveMismatch { prefix, fleet } => {
+                let py = |on: bool| if on { "True" } else { "False" };
+                write!(
+                    f,
+                    "the fleet of SPLASH_CLUSTER_REDIS_KEY_PREFIX {prefix:?} runs with \
+                     SPLASH_CLUSTER_ADAPTIVE = {} (set by the first crawler to join) and this \
+                     crawler has {}: give every crawler of one fleet the same \
+                     SPLASH_CLUSTER_ADAPTIVE, or this one another key prefix",
+                    py(*fleet),
+                    py(!*fleet)
+                )
             }
             Self::InvalidArgument(what) => write!(f, "invalid fleet argument: {what}"),
         }
@@ -431,6 +457,8 @@ pub struct Fleet {
     /// The nodes, in the order they joined (at connect, then from DNS).
     members: RwLock<Members>,
     ttl_ms: u64,
+    /// Whether this process runs adaptive limits (see [`FleetOptions`]).
+    adaptive: bool,
     process_id: String,
     next_lease: AtomicU64,
     /// The URL with its password masked, for messages.
@@ -524,6 +552,7 @@ impl Fleet {
             client,
             manager,
             ttl_ms,
+            adaptive: options.adaptive,
             process_id: new_process_id(),
             next_lease: AtomicU64::new(0),
             shown_url,
@@ -536,21 +565,36 @@ impl Fleet {
     /// Registers the process and the nodes; the disagreements as warnings.
     async fn register(&self) -> Result<Vec<String>, FleetError> {
         let mut invocation = SCRIPTS.register.prepare_invoke();
+        let mode = if self.adaptive { "on" } else { "off" };
         invocation
             .key(&self.keys.nodes)
             .key(&self.keys.processes)
+            .key(&self.keys.verdicts)
             .arg(self.ttl_ms)
-            .arg(&self.process_id);
+            .arg(&self.process_id)
+            .arg(mode);
         {
             let members = self.members();
             for (node, spec) in members.nodes.iter().zip(&members.specs) {
                 invocation.arg(&node.key).arg(spec);
             }
         }
-        let disagreements: Vec<String> = invocation
+        let answer: Vec<String> = invocation
             .invoke_async(&mut self.manager.clone())
             .await
             .map_err(|e| self.command_error("register", &e))?;
+        let (fleet_mode, disagreements) = answer.split_first().ok_or_else(|| {
+            self.command_error(
+                "register",
+                &RedisError::from((ErrorKind::Parse, "empty answer")),
+            )
+        })?;
+        if fleet_mode != mode {
+            return Err(FleetError::AdaptiveMismatch {
+                prefix: self.keys.prefix.clone(),
+                fleet: fleet_mode == "on",
+            });
+        }
         let mut warnings = Vec::new();
         for pair in disagreements.chunks(2) {
             let [key, registered] = pair else { break };
@@ -884,6 +928,13 @@ impl Fleet {
     pub fn add_node(&self, node: FleetNode) -> Result<usize, FleetError> {
         validate_nodes(std::slice::from_ref(&node))?;
         let mut members = self.members.write().unwrap_or_else(PoisonError::into_inner);
+        if members.nodes.iter().any(|n| n.key == node.key) {
+            // Two indices on one key would share its leases and its limit.
+            return Err(FleetError::InvalidArgument(format!(
+                "{} is a node of the fleet already",
+                node.key
+            )));
+        }
         members.push(&self.keys.prefix, node);
         Ok(members.nodes.len() - 1)
     }

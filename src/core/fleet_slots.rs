@@ -52,7 +52,7 @@ pub struct Outboxes {
     /// Leases given back, to release in batches.
     pub releases: mpsc::UnboundedReceiver<(usize, LeaseId)>,
     /// Adaptive limits decided here, to write for the fleet.
-    pub limits: mpsc::UnboundedReceiver<(usize, FleetLimit)>,
+    pub limits: mpsc::UnboundedReceiver<LimitWrite>,
 }
 
 /// The fleet side of the seam.
@@ -65,7 +65,7 @@ pub struct FleetSlots {
     held: Mutex<HashMap<String, usize>>,
     releases: mpsc::UnboundedSender<(usize, LeaseId)>,
     /// The adaptive limits this process decided for the fleet, to write.
-    limit_writes: mpsc::UnboundedSender<(usize, FleetLimit)>,
+    limit_writes: mpsc::UnboundedSender<LimitWrite>,
     /// Rung when a release or a verdict is announced (by any process), and
     /// by this process's own releases: the admission queue's head tries again.
     pub wake: Arc<Notify>,
@@ -101,6 +101,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub fn share(maxconn: usize, processes: usize, rank: usize) -> usize {
     let processes = processes.max(1);
     maxconn / processes + usize::from(rank < maxconn % processes)
+}
+
+/// One adaptive limit to write to Redis, by the writer task of `fleet_sync`.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitWrite {
+    /// The node's index.
+    pub node: usize,
+    /// The limit to hold for it.
+    pub limit: FleetLimit,
+    /// Only where the fleet holds none for the node yet (Redis `HSETNX`).
+    pub only_if_absent: bool,
 }
 
 impl FleetSlots {
@@ -215,7 +226,23 @@ impl FleetSlots {
     /// Writes a node's adaptive limit for the fleet (in the background, in
     /// order; the latest of a burst wins).
     pub fn write_limit(&self, node: usize, limit: FleetLimit) {
-        let _ = self.limit_writes.send((node, limit));
+        let _ = self.limit_writes.send(LimitWrite {
+            node,
+            limit,
+            only_if_absent: false,
+        });
+    }
+
+    /// Gives a node that joined while running (DNS) the slow start's limit
+    /// in Redis, unless another process gave it one already: without it the
+    /// take script would let every process start renders there up to maxconn
+    /// before the prober has seen one render alone.
+    pub fn start_limit(&self, node: usize) {
+        let _ = self.limit_writes.send(LimitWrite {
+            node,
+            limit: FleetLimit::START,
+            only_if_absent: true,
+        });
     }
 
     /// Renders in flight on a node in every process, as last seen.

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::config::NodeSpec;
 use super::fleet::{Fleet, FleetError, FleetLimit, FleetNode, FleetOptions, LeaseId};
-use super::fleet_slots::{FleetSlots, Outboxes};
+use super::fleet_slots::{FleetSlots, LimitWrite, Outboxes};
 use super::pool::Pool;
 
 /// A process connected to its fleet, before its tasks run.
@@ -49,6 +49,10 @@ pub async fn connect(
             weight: spec.weight,
         })
         .collect();
+    let options = FleetOptions {
+        adaptive,
+        ..options
+    };
     let (fleet, warnings) = Fleet::connect(options, nodes).await?;
     if adaptive {
         for node in 0..specs.len() {
@@ -163,7 +167,7 @@ async fn send_releases(
 /// while this process decides). Ends with the crawl.
 async fn send_limits(
     slots: Arc<FleetSlots>,
-    mut limits: mpsc::UnboundedReceiver<(usize, FleetLimit)>,
+    mut limits: mpsc::UnboundedReceiver<LimitWrite>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -171,15 +175,18 @@ async fn send_limits(
             Some(first) = limits.recv() => first,
             _ = stop.wait_for(|stopped| *stopped) => return,
         };
+        // The latest write per node: a burst of decisions costs one call.
         let mut latest = vec![first];
-        while let Ok((node, limit)) = limits.try_recv() {
-            match latest.iter_mut().find(|(n, _)| *n == node) {
-                Some(entry) => entry.1 = limit,
-                None => latest.push((node, limit)),
+        while let Ok(write) = limits.try_recv() {
+            match latest.iter_mut().find(|w| w.node == write.node) {
+                Some(entry) => *entry = write,
+                None => latest.push(write),
             }
         }
-        for (node, limit) in latest {
-            if let Err(error) = slots.fleet().set_limit(node, limit, false).await {
+        for write in latest {
+            let fleet = slots.fleet();
+            let written = fleet.set_limit(write.node, write.limit, write.only_if_absent);
+            if let Err(error) = written.await {
                 tracing::debug!(
                     target: "scrapy_splash_cluster::fleet",
                     "adaptive limit not written ({error}); the next renewal writes it"

@@ -308,6 +308,14 @@ async fn a_limit_the_fleet_cannot_read_counts_as_none() {
             .await
             .unwrap();
         assert_eq!(a.renew(&[]).await.unwrap().limits, vec![None], "{bad:?}");
+        // Nor does the take script cap the node at it: all five slots.
+        let mut taken = Vec::new();
+        for _ in 0..5 {
+            let lease = a.take(&only(0), 0).await.unwrap();
+            taken.push(lease.unwrap_or_else(|| panic!("{bad:?} capped the node")));
+        }
+        let leases: Vec<_> = taken.into_iter().map(|t| (t.node, t.lease)).collect();
+        a.release(&leases).await.unwrap();
     }
 }
 
@@ -729,4 +737,63 @@ async fn take_latency() {
             at(0.99)
         );
     }
+}
+
+#[tokio::test]
+async fn a_process_whose_adaptive_setting_differs_from_the_fleets_is_refused() {
+    // The take script caps every process at the fleet's adaptive limits; a
+    // process without them would be held at limits that nobody moves.
+    let server = RedisServer::start();
+    let ttl = Duration::from_secs(15);
+    let adaptive = FleetOptions {
+        adaptive: true,
+        ..options(&server.url(), ttl)
+    };
+    let (first, _) = Fleet::connect(adaptive.clone(), nodes(&[(5, 1)]))
+        .await
+        .unwrap();
+    let err = Fleet::connect(options(&server.url(), ttl), nodes(&[(5, 1)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, FleetError::AdaptiveMismatch { fleet: true, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("runs with SPLASH_CLUSTER_ADAPTIVE = True")
+            && text.contains("this crawler has False"),
+        "{text}"
+    );
+    // The refused one is no process of the fleet; one with the same setting joins.
+    let (second, _) = Fleet::connect(adaptive, nodes(&[(5, 1)])).await.unwrap();
+    let view = second.renew(&[]).await.unwrap();
+    let mut expected = vec![
+        first.process_id().to_owned(),
+        second.process_id().to_owned(),
+    ];
+    expected.sort();
+    let mut processes = view.processes;
+    processes.sort();
+    assert_eq!(processes, expected);
+}
+
+#[tokio::test]
+async fn a_node_that_joins_twice_is_refused() {
+    // A name that resolves to an address also listed by URL: two indices on
+    // one key would share its leases and its limit.
+    let server = RedisServer::start();
+    let a = fleet(&server, &[(5, 1)]).await;
+    let again = nodes(&[(5, 1)]).remove(0);
+    let err = a.add_node(again).unwrap_err();
+    assert!(
+        err.to_string().contains("is a node of the fleet already"),
+        "{err}"
+    );
+    let new = FleetNode {
+        key: "http://10.0.0.9:8050".to_owned(),
+        maxconn: 5,
+        weight: 1,
+    };
+    assert_eq!(a.add_node(new).unwrap(), 1);
 }

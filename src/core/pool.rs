@@ -611,6 +611,10 @@ impl Pool {
             );
         }
         let mut state = lock(&self.shared.state);
+        // In fallback each process decides its limits for its share, where
+        // they can only fall (a share is never full); back in shared mode
+        // the prober starts again from the fleet's, not from those.
+        state.decides_fleet_limits = false;
         dispatch(&self.shared, &mut state);
     }
 
@@ -1046,16 +1050,32 @@ impl Pool {
         change
     }
 
-    /// Adds a node (one DNS found while running); its index.
+    /// Adds a node (one DNS found while running); its index. An address
+    /// that is a node already (listed by URL too, say) is refused: two
+    /// entries would each fill it to maxconn.
     pub fn add_node(&self, spec: NodeSpec, health: Health) -> Result<usize, FleetError> {
         let mut state = lock(&self.shared.state);
+        let key = spec.endpoint.base_url();
+        if state
+            .nodes
+            .iter()
+            .any(|n| n.spec.endpoint.base_url() == key)
+        {
+            return Err(FleetError::InvalidArgument(format!(
+                "{} is a node already",
+                spec.endpoint.display()
+            )));
+        }
         if let SlotAccounting::Fleet(fleet) = &self.shared.accounting {
             // Under the pool's lock, so both give the node the same index.
-            fleet.add_node(FleetNode {
-                key: spec.endpoint.base_url(),
+            let node = fleet.add_node(FleetNode {
+                key,
                 maxconn: spec.maxconn,
                 weight: spec.weight,
             })?;
+            if state.adaptive {
+                fleet.start_limit(node);
+            }
         }
         let mut node = NodeState::with_health(spec, health);
         if state.adaptive {

@@ -70,7 +70,7 @@ for offset = 0, n - 1 do
     end
     local maxconn, weight = string.match(spec, '^(%d+) (%d+)$')
     maxconn, weight = tonumber(maxconn), tonumber(weight)
-    local limit = limits[i] and tonumber(string.match(limits[i], '^(%d+)'))
+    local limit = fleet_limit(limits[i])
     if maxconn and limit and limit < maxconn then
       maxconn = limit
     end
