@@ -394,3 +394,24 @@ def test_adaptive_limits_are_the_fleets_not_each_crawlers(splash_nodes, redis):
     assert len(decided) >= 1 and adopted, [r.log[-2000:] for r in results]
     for result in results:
         assert result.stats[f"splash_cluster/nodes/127.0.0.1:{a.port}/limit"] <= 4
+
+
+def test_a_crawler_whose_adaptive_setting_differs_from_the_fleets_is_refused(splash_nodes, redis):
+    # The fleet's limits cap every crawler: one without adaptive limits
+    # would be held at limits nobody moves. The first to join decides.
+    (node,) = splash_nodes(1, latency=0.5)
+    prefix = new_prefix()
+    first = Crawl(fleet_settings([node], redis, prefix, SPLASH_CLUSTER_ADAPTIVE=True), pages(40))
+    try:
+        wait_for(
+            lambda: redis_cli(redis, "ZCARD", f"{{{prefix}}}:processes") == "1",
+            "the first crawler to join",
+        )
+        second = Crawl(fleet_settings([node], redis, prefix), pages(3)).result()
+    finally:
+        first.kill()
+        first.result()  # reaps it
+    assert second.returncode != 0 or second.finish_reason != "finished"
+    assert "runs with SPLASH_CLUSTER_ADAPTIVE = True" in second.log, second.log[-2000:]
+    assert "this crawler has False" in second.log
+    assert not second.items, "a request of the refused crawler went out"
