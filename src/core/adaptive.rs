@@ -286,6 +286,12 @@ impl AdaptiveLimit {
                 .map_or(sample.elapsed, |b| b.min(sample.elapsed));
             self.best_elapsed = Some(elapsed);
         }
+        if self.best_elapsed.is_none() {
+            // A best adopted from the fleet (another process measured it):
+            // in time as this render's budget gives it, so that the noise
+            // floor holds after the prober changed too.
+            self.best_elapsed = self.best.map(|best| sample.budget.elapsed_at(best));
+        }
         let window = &mut self.window;
         window.shares.push(share);
         window.elapsed.push(sample.elapsed);

@@ -408,6 +408,21 @@ fn a_process_that_adopts_the_fleets_best_decides_from_it() {
     assert_eq!(first.map(|c| c.to), Some(4));
 }
 
+#[test]
+fn a_best_adopted_from_the_fleet_keeps_the_noise_floor() {
+    // Renders of 20 ms measured by another process; here 50 ms, 2.5 times
+    // the best but 30 ms more: the crawler's own turn, not a queue (the
+    // prober of a fleet that changed hands lost the floor before).
+    let now = Instant::now();
+    let mut limit = AdaptiveLimit::new(8, now);
+    assert_eq!(limit.adopt(6, Some(0.02), now).map(|c| c.to), Some(6));
+    let later = now + Duration::from_millis(1);
+    for _ in 0..30 {
+        assert_eq!(limit.record(sample(later, 0.05, Ending::Rendered, 6)), None);
+    }
+    assert_eq!(limit.limit(), 6);
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
 

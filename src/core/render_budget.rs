@@ -91,6 +91,12 @@ impl RenderBudget {
         let working = elapsed.saturating_sub(self.wait).max(SHORTEST);
         working.as_secs_f64() / self.timeout.as_secs_f64()
     }
+
+    /// The render time that is `share` of this budget: the inverse of
+    /// [`share`](Self::share).
+    pub fn elapsed_at(&self, share: f64) -> Duration {
+        self.wait + self.timeout.mul_f64(share.max(0.0))
+    }
 }
 
 #[cfg(test)]
