@@ -97,6 +97,10 @@ pub struct Health {
     probe_successes: u32,
     request_failures: u32,
     last_probe: Option<ProbeResult>,
+    /// Found by DNS while running and not UP yet: only this process's own
+    /// probes bring it UP, never the fleet's silence about it (the fleet
+    /// has no verdict for a node its prober may not have probed yet).
+    joining: bool,
 }
 
 impl Health {
@@ -111,6 +115,7 @@ impl Health {
             probe_successes: 0,
             request_failures: 0,
             last_probe: None,
+            joining: false,
         }
     }
 
@@ -120,8 +125,16 @@ impl Health {
         Self {
             state: State::Down,
             reason: "new address in DNS, waiting for its probes".to_owned(),
+            joining: true,
             ..Self::new(now)
         }
+    }
+
+    /// Whether the node joined from DNS and no probe of this process has
+    /// brought it UP yet: such a node is probed here even in a fleet whose
+    /// prober is another process.
+    pub fn is_joining(&self) -> bool {
+        self.joining
     }
 
     /// UP or DOWN.
@@ -223,13 +236,16 @@ impl Health {
             (State::Up, Some(reason)) => {
                 Some(self.enter(State::Down, format!("DOWN for the fleet: {reason}"), now))
             }
-            (State::Down, None) => Some(self.enter(State::Up, "UP for the fleet".to_owned(), now)),
+            (State::Down, None) if !self.joining => {
+                Some(self.enter(State::Up, "UP for the fleet".to_owned(), now))
+            }
             _ => None,
         }
     }
 
     fn enter(&mut self, state: State, reason: String, now: Instant) -> Transition {
         self.state = state;
+        self.joining &= state == State::Down;
         self.since = now;
         self.reason = reason.clone();
         self.probe_failures = 0;
@@ -263,6 +279,29 @@ mod tests {
             latency: Duration::from_millis(1),
             at,
         }
+    }
+
+    #[test]
+    fn a_joining_node_is_up_by_its_own_probes_never_by_the_fleets_silence() {
+        // The fleet has no verdict for an address its prober may not have
+        // probed yet: no verdict must not mean UP for it.
+        let now = Instant::now();
+        let mut h = Health::joining(now);
+        assert!(h.is_joining());
+        assert_eq!(h.follow(None, now), None);
+        assert_eq!(h.state(), State::Down);
+        assert_eq!(h.on_probe(probe(true, now), LIMITS), None);
+        assert!(matches!(
+            h.on_probe(probe(true, now), LIMITS),
+            Some(Transition::WentUp(_))
+        ));
+        assert!(!h.is_joining());
+        // From then on it follows the fleet, both ways.
+        assert!(matches!(
+            h.follow(Some("refused"), now),
+            Some(Transition::WentDown(_))
+        ));
+        assert!(matches!(h.follow(None, now), Some(Transition::WentUp(_))));
     }
 
     #[test]

@@ -1085,6 +1085,11 @@ impl Pool {
         Ok(state.nodes.len() - 1)
     }
 
+    /// Whether the node joined from DNS and is not UP yet in this process.
+    pub fn is_joining(&self, node: usize) -> bool {
+        lock(&self.shared.state).nodes[node].health.is_joining()
+    }
+
     /// Whether the node left DNS and has nothing in flight.
     pub fn is_forgotten(&self, node: usize) -> bool {
         lock(&self.shared.state).nodes[node].is_forgotten()

@@ -82,9 +82,11 @@ async fn probe_node<T: Transport>(
             next = started + settings.interval;
             continue;
         }
-        if !pool.probes_here() {
+        if !pool.probes_here() && !pool.is_joining(node) {
             // A fleet probes its nodes once, from the elected process; this
-            // one follows the verdicts, ready to take over.
+            // one follows the verdicts, ready to take over. A node that
+            // joined from DNS is probed here until it is UP: the fleet's
+            // silence about it says nothing yet.
             next = started + settings.fast_interval;
             continue;
         }
