@@ -120,10 +120,14 @@ async def test_json_shows_states_counts_and_queue(splash_nodes, make_cluster):
     node_a, node_b = report["nodes"]
     assert node_a["url"] == a.url and node_a["state"] == "DOWN"
     assert node_a["reason"] == "connection refused"
-    assert node_a["failures"] == 1 and node_a["downs"] == 1
+    # Usually one failure (the refusal that takes a DOWN); a connection to a
+    # opened before its fault can end in a reset first (a failure that
+    # leaves a UP: seen once in a fresh-clone CI run). Each failure is one
+    # redispatch to b, and a went DOWN once.
+    assert node_a["failures"] in (1, 2) and node_a["downs"] == 1
     assert node_b["state"] == "UP"
     assert node_b["requests"] == sent and node_b["responses"]["2xx"] == sent
-    assert node_b["redispatches"] == 1
+    assert node_b["redispatches"] == node_a["failures"]
     assert report["totals"]["requests"] == sent
     assert report["totals"]["answered"] == sent
     assert report["queue"]["waiting"] == 0
